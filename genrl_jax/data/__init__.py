@@ -1,0 +1,1 @@
+"""genrl_jax.data."""
