@@ -1,0 +1,38 @@
+"""Entry-point wrapper: absl flags, and a UserError becomes one line on stderr (exit 2)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from absl import app
+
+from genrl_jax.run.errors import UserError
+
+
+def cli_main(main: Callable[[list[str]], object]) -> None:
+  """``app.run(main)``, with bad input reported as ``error: <what is wrong and how to fix it>``."""
+
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except UserError as e:
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(2)
+
+  app.run(wrapped)
+
+
+def flags_dict(flag_values, module_names: tuple[str, ...] | None = None) -> dict:
+  """The values of the flags defined by the running program's own modules (not absl's/jax's)."""
+  out = {}
+  by_module = flag_values.flags_by_module_dict()
+  for module, flags in by_module.items():
+    if module_names is not None and module not in module_names:
+      continue
+    if module_names is None and not (module.startswith("experiments") or module == "__main__"
+                                     or module.startswith("genrl_jax")):
+      continue
+    for f in flags:
+      out[f.name] = f.value
+  return dict(sorted(out.items()))
