@@ -1,0 +1,1 @@
+"""genrl_jax.generative: training and evaluation of generative models (VAE)."""
