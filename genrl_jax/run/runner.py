@@ -124,6 +124,12 @@ def _format_number(x: float) -> str:
   return f"{x:.4g}" if abs(x) < 100 else f"{x:.1f}"
 
 
+def _format_half_width(x: float) -> str:
+  if not math.isfinite(x):
+    return str(x)
+  return f"{x:.2g}" if x < 10 else f"{x:.0f}"
+
+
 def progress_line(exp: Experiment, chunk_index: int, metrics: dict[str, np.ndarray],
                   seconds: float, eta: float | None) -> str:
   """e.g. ``epoch 3/10 | -elbo 104.2 ± 0.3 | test -elbo 103.9 ± 0.4 | 2.1 s/epoch | ETA 15 s``."""
@@ -138,7 +144,7 @@ def progress_line(exp: Experiment, chunk_index: int, metrics: dict[str, np.ndarr
       continue
     per_seed = per_seed[~np.isnan(per_seed)]
     mean, half = stats.mean_ci(per_seed)
-    parts.append(f"{label} {_format_number(mean)} ± {_format_number(half)}"
+    parts.append(f"{label} {_format_number(mean)} ± {_format_half_width(half)}"
                  if len(per_seed) > 1 else f"{label} {_format_number(mean)}")
   if exp.units_per_chunk:
     n_seeds = len(next(iter(metrics.values()))) if metrics else 1
