@@ -130,12 +130,15 @@ def main(argv):
       chunk_label="epoch",
       progress=(("loss", "-elbo"), ("test_neg_elbo", "test -elbo"), ("kl", "kl")),
       finite_key="loss", units_per_chunk=examples_per_epoch, units_label="ex/s",
-      resume_may_change=("checkpoint_every", "epochs", "eval_iw_samples"))
+      resume_may_change=("checkpoint_every", "epochs", "eval_iw_samples"),
+      compiler_options=vae.compiler_options())
   result = runner.run(experiment, seeds=FLAGS.seeds, seed=FLAGS.seed, workdir=FLAGS.workdir,
                       checkpoint_every=FLAGS.checkpoint_every, config=runner.flags_dict(FLAGS))
 
   t0 = time.perf_counter()
-  final = jax.jit(jax.vmap(train.evaluate, in_axes=(0, None)))(result.state, data)
+  evaluate = jax.jit(jax.vmap(train.evaluate, in_axes=(0, None)),
+                     compiler_options=vae.compiler_options())
+  final = evaluate(result.state, data)
   final = {k: np.asarray(v, dtype=np.float64) for k, v in jax.device_get(final).items()}
   eval_seconds = time.perf_counter() - t0
   for key, label in (("test_neg_elbo", "test -ELBO"), ("test_nll", "test NLL")):

@@ -165,6 +165,13 @@ def num_batches(num_examples: int, batch_size: int) -> int:
   return num_examples // batch_size
 
 
+def epoch_order(key: jax.Array, num_examples: int, batch_size: int) -> Array:
+  """[num_batches, batch_size] example indices: a fresh permutation, the last partial batch dropped."""
+  n_batches = num_batches(num_examples, batch_size)
+  order = jax.random.permutation(key, num_examples)
+  return order[:n_batches * batch_size].reshape(n_batches, batch_size)
+
+
 def train_epoch(state: VAEState, train_u8: Array, model: vae_models.VAE,
                 optimizer: optax.GradientTransformation,
                 config: VAEConfig) -> tuple[VAEState, dict[str, Array]]:
@@ -173,10 +180,9 @@ def train_epoch(state: VAEState, train_u8: Array, model: vae_models.VAE,
   The permutation and every per-step key derive from (state.key, state.epoch), so an epoch is a
   pure function of the state: resuming from a checkpoint repeats it bit for bit.
   """
-  n_batches = num_batches(train_u8.shape[0], config.batch_size)
   perm_key, steps_key = jax.random.split(jax.random.fold_in(state.key, state.epoch))
-  order = jax.random.permutation(perm_key, train_u8.shape[0])
-  order = order[:n_batches * config.batch_size].reshape(n_batches, config.batch_size)
+  order = epoch_order(perm_key, train_u8.shape[0], config.batch_size)
+  n_batches = order.shape[0]
 
   def body(carry, xs):
     params, opt_state = carry
@@ -207,7 +213,7 @@ def _map_padded(fn: Callable[[Array, Array], Array], images_u8: Array, batch_siz
   return jnp.sum(values * mask) / n
 
 
-def test_neg_elbo(params: Params, model: vae_models.VAE, key: jax.Array, images_u8: Array,
+def evaluate_neg_elbo(params: Params, model: vae_models.VAE, key: jax.Array, images_u8: Array,
                   config: VAEConfig) -> Array:
   """Mean -ELBO (J = 1 sample per example, closed-form KL) over a test set [M, P] uint8."""
   def batch_values(index, x):
@@ -218,7 +224,7 @@ def test_neg_elbo(params: Params, model: vae_models.VAE, key: jax.Array, images_
   return _map_padded(batch_values, images_u8, config.eval_batch_size)
 
 
-def test_nll(params: Params, model: vae_models.VAE, key: jax.Array, images_u8: Array,
+def evaluate_nll(params: Params, model: vae_models.VAE, key: jax.Array, images_u8: Array,
              config: VAEConfig, num_samples: int | None = None) -> Array:
   """Test NLL estimate -mean_x IWAE_k(x), k = num_samples (default config.eval_iw_samples).
 
@@ -248,6 +254,13 @@ def figure_key(state: VAEState) -> jax.Array:
   return jax.random.split(state.eval_key, 3)[2]
 
 
+def compiler_options() -> dict[str, Any] | None:
+  """XLA options for this backend. On CPU, LLVM's -O1 halves the compile time of the epoch
+  chunk with no measurable change in step time: the matmuls run in library kernels, and the
+  elementwise fusions vectorize the same at -O1."""
+  return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
+
+
 class VAETrain(NamedTuple):
   """The runner's pair plus what the entry point needs for evaluation and figures."""
   init: Callable[[jax.Array, dict], VAEState]
@@ -273,14 +286,14 @@ def make_train(config: VAEConfig) -> VAETrain:
 
   def chunk(state: VAEState, data: dict) -> tuple[VAEState, dict[str, Array]]:
     state, metrics = train_epoch(state, data["train"], model, optimizer, config)
-    metrics["test_neg_elbo"] = test_neg_elbo(state.params, model, epoch_eval_key(state),
+    metrics["test_neg_elbo"] = evaluate_neg_elbo(state.params, model, epoch_eval_key(state),
                                              data["test"], config)
     return state, metrics
 
   def evaluate(state: VAEState, data: dict) -> dict[str, Array]:
     key = final_eval_key(state)
     elbo_key, nll_key = jax.random.split(key)
-    return {"test_neg_elbo": test_neg_elbo(state.params, model, elbo_key, data["test"], config),
-            "test_nll": test_nll(state.params, model, nll_key, data["test"], config)}
+    return {"test_neg_elbo": evaluate_neg_elbo(state.params, model, elbo_key, data["test"], config),
+            "test_nll": evaluate_nll(state.params, model, nll_key, data["test"], config)}
 
   return VAETrain(init=init, chunk=chunk, evaluate=evaluate, model=model, optimizer=optimizer)

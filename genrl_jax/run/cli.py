@@ -6,6 +6,8 @@ import sys
 from typing import Callable
 
 from absl import app
+from absl import flags
+from absl import logging
 
 from genrl_jax.run.errors import UserError
 
@@ -14,6 +16,10 @@ def cli_main(main: Callable[[list[str]], object]) -> None:
   """``app.run(main)``, with bad input reported as ``error: <what is wrong and how to fix it>``."""
 
   def wrapped(argv):
+    # Libraries (orbax, tensorflow-datasets) log INFO lines through absl on every checkpoint;
+    # keep stderr for warnings and our one-line errors unless --verbosity is given.
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)
     try:
       return main(argv)
     except UserError as e:

@@ -54,6 +54,8 @@ class Experiment:
     units_per_chunk: work units per chunk per seed (examples, env steps) for the throughput.
     units_label: their label in the progress line, e.g. "ex/s".
     resume_may_change: config keys that may differ when resuming (e.g. the number of epochs).
+    compiler_options: XLA options for the init and chunk compilations (``jax.jit``'s
+      ``compiler_options``), e.g. a lower LLVM optimization level on CPU for faster compiles.
   """
   name: str
   init: Callable[[jax.Array, Any], Any]
@@ -66,6 +68,7 @@ class Experiment:
   units_per_chunk: int | None = None
   units_label: str = "units/s"
   resume_may_change: Sequence[str] = ("checkpoint_every",)
+  compiler_options: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -306,7 +309,7 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     raise UserError(f"nothing to run: {exp.num_chunks} {exp.chunk_label}s; pass a positive count")
   seed_values = np.arange(seed, seed + seeds)
 
-  init = jax.jit(jax.vmap(exp.init, in_axes=(0, None)))
+  init = jax.jit(jax.vmap(exp.init, in_axes=(0, None)), compiler_options=exp.compiler_options)
   state = init(seed_keys(seed, seeds), exp.data)
 
   start = 0
@@ -328,7 +331,8 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     run_info_lib.write(os.path.join(workdir, RUN_INFO_FILE), exp.name, config, seed, seeds,
                        resumed_from=start)
 
-  chunk_fn = jax.jit(jax.vmap(trace_once(exp.chunk), in_axes=(0, None)), donate_argnums=0)
+  chunk_fn = jax.jit(jax.vmap(trace_once(exp.chunk), in_axes=(0, None)), donate_argnums=0,
+                     compiler_options=exp.compiler_options)
 
   chunk_seconds: list[float] = []
   last_saved = start
