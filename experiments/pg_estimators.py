@@ -89,13 +89,18 @@ def estimator_comparison(key, p_right: np.ndarray, gamma: float, episodes: int, 
                          max_steps: int, workdir: str) -> dict:
   """Part 1: bias and variance of the four estimators; prints a table, saves a plot."""
   mdp = tabular.short_corridor_mdp(jnp.float64).replace(gamma=jnp.asarray(gamma, jnp.float64))
-  p = jnp.concatenate([jnp.asarray(p_right), jnp.array([0.5])])  # terminal row: never used.
-  theta = jnp.stack([jnp.log1p(-p), jnp.log(p)], axis=-1)
-  pi = tabular.softmax_policy(theta)
-  exact = np.asarray(tabular.softmax_policy_gradient_theorem(mdp, theta))
-  autodiff = np.asarray(tabular.policy_gradient_autodiff(mdp, tabular.softmax_policy, theta))
-  j = float(tabular.objective(mdp, pi))
-  cut = float(tabular_pg.survival_probability(mdp, pi, max_steps))
+  p = np.concatenate([p_right, [0.5]])  # the terminal state's row is never used.
+  theta = jnp.asarray(np.stack([np.log1p(-p), np.log(p)], axis=-1))
+
+  @jax.jit
+  def exact_quantities(theta):
+    pi = tabular.softmax_policy(theta)
+    return (tabular.softmax_policy_gradient_theorem(mdp, theta),
+            tabular.policy_gradient_autodiff(mdp, tabular.softmax_policy, theta),
+            tabular.objective(mdp, pi), tabular_pg.survival_probability(mdp, pi, max_steps))
+
+  exact, autodiff, j, cut = jax.device_get(exact_quantities(theta))
+  j, cut = float(j), float(cut)
 
   sample = jax.jit(lambda k: tabular_pg.gradient_estimates(k, mdp, theta, batch, max_steps))
   outs = [jax.device_get(sample(k)) for k in jax.random.split(key, episodes // batch)]

@@ -63,10 +63,10 @@ def chain_report(gammas: list[float]) -> dict:
   print("Chain MDP: states -1 0 1 2, actions - +, start 0; "
         "- in -1 pays 1 -> 0, + in 2 pays 3 -> 0, other moves pay 0")
   results = {}
+  solve = jax.jit(lambda gamma: (tabular.value_iteration(tabular.chain_mdp(gamma, jnp.float64)),
+                                 tabular.policy_iteration(tabular.chain_mdp(gamma, jnp.float64))))
   for gamma in gammas:
-    mdp = tabular.chain_mdp(gamma, jnp.float64)
-    v_vi, pi_vi = jax.device_get(jax.jit(tabular.value_iteration)(mdp))
-    v_pi, pi_pi = jax.device_get(jax.jit(tabular.policy_iteration)(mdp))
+    (v_vi, pi_vi), (v_pi, pi_pi) = jax.device_get(solve(gamma))
     if not (np.array_equal(pi_vi, pi_pi) and np.allclose(v_vi, v_pi, atol=1e-8)):
       raise RuntimeError(f"value and policy iteration disagree at gamma={gamma}")
     print(f"  gamma={gamma:<5}  optimal policy  {_policy_str(pi_vi)}")
@@ -75,8 +75,8 @@ def chain_report(gammas: list[float]) -> dict:
                       "v": v_pi.tolist(), "pi": pi_pi}
   lo, hi = min(gammas), max(gammas)
   if lo != hi:
-    mdp_hi = tabular.chain_mdp(hi, jnp.float64)
-    v_cross = np.asarray(tabular.evaluate_policy(mdp_hi, jnp.asarray(results[lo]["pi"])))
+    v_cross = np.asarray(jax.jit(lambda pi: tabular.evaluate_policy(
+        tabular.chain_mdp(hi, jnp.float64), pi))(results[lo]["pi"]))
     print(f"  the gamma={lo} optimal policy evaluated at gamma={hi}:")
     print(f"  {'':12s}  values          {_values_str(v_cross)}")
     print(f"  {'':12s}  shortfall at the start state 0: "
@@ -90,24 +90,26 @@ def chain_report(gammas: list[float]) -> dict:
 def corridor_report(workdir: str, table_step: float, grid: int) -> dict:
   """J(p) of the short corridor: table, plot, maximiser, dJ/dp at the maximiser; prints them."""
   mdp = tabular.short_corridor_mdp(jnp.float64)
-  j_of_p = jax.jit(jax.vmap(lambda p: tabular.corridor_objective(p, mdp)))
+  f = lambda p: tabular.corridor_objective(p, mdp)
+  policy_fn = lambda p: tabular.corridor_policy(p, mdp.num_states)
+  table_p = np.round(np.arange(table_step, 1.0 - 1e-9, table_step), 10)
+  ps = np.linspace(1e-3, 1.0 - 1e-3, grid)
+
+  @jax.jit
+  def analyse(table_p, ps):
+    p_star, j_star = tabular.maximize_scalar(f, 1e-3, 1.0 - 1e-3, num_grid=grid)
+    return (jax.vmap(f)(table_p), jax.vmap(f)(ps), p_star, j_star,
+            tabular.policy_gradient_theorem_fn(mdp, policy_fn, p_star),
+            tabular.policy_gradient_autodiff(mdp, policy_fn, p_star))
+
+  table_j, js, p_star, j_star, d_theorem, d_autodiff = jax.device_get(analyse(table_p, ps))
   print("\nShort corridor with switched actions (S&B Example 13.1), pi(right|s) = p in all states")
   print(f"  {'p':>5}  {'J(p)':>10}")
-  table_p = np.round(np.arange(table_step, 1.0 - 1e-9, table_step), 10)
-  for p, j in zip(table_p, np.asarray(j_of_p(jnp.asarray(table_p)))):
+  for p, j in zip(table_p, table_j):
     print(f"  {p:5.2f}  {j:10.4f}")
-
-  f = lambda p: tabular.corridor_objective(p, mdp)
-  p_star, j_star = jax.device_get(jax.jit(
-      lambda: tabular.maximize_scalar(f, 1e-3, 1.0 - 1e-3, num_grid=grid))())
-  policy_fn = lambda p: tabular.corridor_policy(p, mdp.num_states)
-  d_theorem = float(tabular.policy_gradient_theorem_fn(mdp, policy_fn, jnp.asarray(p_star)))
-  d_autodiff = float(tabular.policy_gradient_autodiff(mdp, policy_fn, jnp.asarray(p_star)))
   print(f"  maximiser p* = {p_star:.3f} ({p_star:.8f}), J(p*) = {j_star:.4f}")
   print(f"  dJ/dp at p*: theorem {d_theorem:.2e}, autodiff through the solve {d_autodiff:.2e}")
 
-  ps = np.linspace(1e-3, 1.0 - 1e-3, grid)
-  js = np.asarray(j_of_p(jnp.asarray(ps)))
   keep = js > -100.0
   png = _plotting.line_panels(
       os.path.join(workdir, "corridor_J.png"), ps[keep],
@@ -115,9 +117,9 @@ def corridor_report(workdir: str, table_step: float, grid: int) -> dict:
         "ylabel": "J(p)", "hlines": {f"max {j_star:.2f} at p={p_star:.3f}": float(j_star)}}],
       title="Short corridor with switched actions")
   print(f"  plot: {png}")
-  return {"p_star": float(p_star), "J_star": float(j_star), "dJdp_theorem": d_theorem,
-          "dJdp_autodiff": d_autodiff,
-          "table": {f"{p:.2f}": float(j) for p, j in zip(table_p, j_of_p(jnp.asarray(table_p)))}}
+  return {"p_star": float(p_star), "J_star": float(j_star), "dJdp_theorem": float(d_theorem),
+          "dJdp_autodiff": float(d_autodiff),
+          "table": {f"{p:.2f}": float(j) for p, j in zip(table_p, table_j)}}
 
 
 def main(argv):

@@ -58,32 +58,37 @@ def test_estimators_unbiased_and_baselines_reduce_variance():
   assert variance["reward_to_go_minus_constant"] < variance["reward_to_go"]
 
 
-def test_unbiasedness_check_detects_a_missing_discount():
-  """With gamma < 1, reward-to-go without the gamma^t factor is biased; the same 3-SE check that
-  passes for the correct estimators must fail for it (so the check above has power)."""
+def test_discounted_estimators_unbiased_and_missing_discount_detected():
+  """gamma = 0.7 on a random episodic MDP: the four estimators (gamma^t in the mask) are within
+  3 SE; reward-to-go without the gamma^t factor, on the same episodes, is not (so the 3-SE check
+  has power)."""
   k_mdp, k_theta = jax.random.split(jax.random.key(11))
   mdp = tabular.random_mdp(k_mdp, 4, 2, 0.7, num_terminal=1)
   theta = jax.random.normal(k_theta, (4, 2))
   pi = tabular.softmax_policy(theta)
+  v = tabular.evaluate_policy(mdp, pi)
   max_steps = 60
   assert float(tabular_pg.survival_probability(mdp, pi, max_steps)) < 1e-8
   exact = np.asarray(tabular.softmax_policy_gradient_theorem(mdp, theta))[:3].ravel()
 
-  def naive(key):
+  def one(key):
     ep = tabular_pg.sample_episode(key, mdp, pi, max_steps)
-    g_t, _, _ = tabular_pg.surrogate_weights(ep, mdp.gamma, "reward_to_go")
-    zeros = jnp.zeros_like(g_t)
+    out = {name: tabular_pg.gradient_estimate(theta, ep, mdp.gamma, name, v, 1.0)
+           for name in tabular_pg.ESTIMATORS}
+    g_t, zeros, _ = tabular_pg.surrogate_weights(ep, mdp.gamma, "reward_to_go")
     loss = lambda th: losses.reinforce_surrogate(th[ep.s_t], ep.a_t, g_t, zeros, ep.mask_t)
-    return -jax.grad(loss)(theta)
+    out["no_discount"] = -jax.grad(loss)(theta)
+    return out
 
-  keys = jax.random.split(jax.random.key(12), 50_000)
-  g_naive = np.asarray(jax.jit(jax.vmap(naive))(keys))[:, :3].reshape(len(keys), -1)
-  z = (g_naive.mean(0) - exact) / (g_naive.std(0, ddof=1) / np.sqrt(len(keys)))
-  assert np.max(np.abs(z)) > 6.0, z
-  good = _sample_estimates(mdp, theta, 50_000, max_steps, seed=12)["reward_to_go"]
-  g = good[:, :3].reshape(len(good), -1)
-  z = (g.mean(0) - exact) / (g.std(0, ddof=1) / np.sqrt(len(g)))
-  assert np.all(np.abs(z) < 3.0), z
+  episodes = 50_000
+  est = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(12), episodes))
+  z = {}
+  for name, g in est.items():
+    g = np.asarray(g)[:, :3].reshape(episodes, -1)
+    z[name] = (g.mean(0) - exact) / (g.std(0, ddof=1) / np.sqrt(episodes))
+  assert np.max(np.abs(z.pop("no_discount"))) > 6.0
+  for name, z_name in z.items():
+    assert np.all(np.abs(z_name) < 3.0), (name, z_name)
 
 
 def test_corridor_update_matches_hand_computed_gradient():

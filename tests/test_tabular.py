@@ -210,6 +210,19 @@ def test_policy_gradient_theorem_vmaps_over_mdps():
 # ---------------------------------------------------------------------------------------------
 
 
+def test_corridor_optimal_deterministic_policy():
+  """With full state information the corridor is solved by right, left, right: 3, 2, 1 steps."""
+  mdp = tabular.short_corridor_mdp(jnp.float64)
+  v, pi = _value_iteration(mdp)
+  np.testing.assert_allclose(v, [-3.0, -2.0, -1.0, 0.0], atol=1e-12)
+  np.testing.assert_array_equal(np.argmax(np.asarray(pi), -1)[:3], [1, 0, 1])
+  # At gamma = 1 policy iteration must start from a proper policy (the default, always left,
+  # never leaves state 0); here the only proper deterministic one is the optimum itself.
+  v_pi, pi_pi = _policy_iteration(mdp, jnp.array([1, 0, 1, 0]))
+  np.testing.assert_allclose(v_pi, [-3.0, -2.0, -1.0, 0.0], atol=1e-12)
+  np.testing.assert_array_equal(np.argmax(np.asarray(pi_pi), -1)[:3], [1, 0, 1])
+
+
 def test_corridor_objective_matches_bellman_equations():
   ps = np.linspace(0.02, 0.98, 49)
   np.testing.assert_allclose(jax.vmap(tabular.corridor_objective)(jnp.asarray(ps)),

@@ -170,12 +170,20 @@ def value_iteration(mdp: MDP, tol: float | None = None,
   return v, greedy_policy(q_from_v(mdp, v))
 
 
-def policy_iteration(mdp: MDP, max_iters: int = 1000) -> tuple[Array, Array]:
-  """Policy iteration with exact evaluation (S&B §4.3), from the policy 'always action 0'.
+def policy_iteration(mdp: MDP, initial_actions: Array | None = None,
+                     max_iters: int = 1000) -> tuple[Array, Array]:
+  """Policy iteration with exact evaluation (S&B §4.3).
 
   Improvement keeps the current action unless another one is strictly better (by a relative
   1e-12), which is the textbook fix for cycling between equally good policies.
 
+  Args:
+    mdp: the MDP.
+    initial_actions: [S] int, the deterministic policy to start from (default: action 0
+      everywhere). With gamma = 1 it must be proper, i.e. reach a terminal state with
+      probability 1, or its values are infinite (stochastic shortest paths, Bertsekas &
+      Tsitsiklis 1996, §2.2); with gamma < 1 any policy works.
+    max_iters: cap on improvement steps.
   Returns:
     ([S] v*, [S, A] one-hot optimal policy).
   """
@@ -200,7 +208,8 @@ def policy_iteration(mdp: MDP, max_iters: int = 1000) -> tuple[Array, Array]:
     new = improve(actions)
     return new, jnp.all(new == actions), it + 1
 
-  actions0 = jnp.zeros(mdp.num_states, jnp.int32)
+  actions0 = (jnp.zeros(mdp.num_states, jnp.int32) if initial_actions is None
+              else jnp.asarray(initial_actions, jnp.int32))
   actions, _, _ = jax.lax.while_loop(cond, body, (actions0, jnp.asarray(False), 0))
   pi = jax.nn.one_hot(actions, num_actions, dtype=dtype)
   return evaluate_policy(mdp, pi), pi
