@@ -1,0 +1,1 @@
+"""Side-by-side throughput and quality scripts (python -m benchmarks.<name>)."""

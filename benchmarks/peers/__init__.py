@@ -1,0 +1,1 @@
+"""Reference implementations in other frameworks, used only by the benchmarks."""
