@@ -40,8 +40,15 @@ def run_ours(args) -> dict:
 def run_torch(args) -> list[dict]:
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks.peers import torch_vae  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(args.threads)
   ds = images.load(args.dataset, args.data_dir)
+  threads = args.threads
+  if threads == "auto":  # speed only: thread count does not change what is computed
+    from benchmarks.vae_throughput import torch_probe  # pylint: disable=g-import-not-at-top
+    flat = ds.train_images.reshape(ds.train_images.shape[0], -1)
+    probes = {t: torch_probe(flat, t) for t in sorted({os.cpu_count(), 1}, reverse=True)}
+    threads = max(probes, key=probes.get)
+    print(f"PyTorch threads: {threads} (probe ex/s: {probes})", flush=True)
+  torch.set_num_threads(int(threads))
   train_x, test_x = torch_vae.to_tensor(ds.train_images), torch_vae.to_tensor(ds.test_images)
   runs = []
   for seed in range(args.torch_seeds):
@@ -61,7 +68,8 @@ def main():
   parser.add_argument("--seeds", type=int, default=8)
   parser.add_argument("--torch_seeds", type=int, default=8)
   parser.add_argument("--epochs", type=int, default=10)
-  parser.add_argument("--threads", type=int, default=os.cpu_count())
+  parser.add_argument("--threads", default="auto",
+                      help="torch threads; 'auto' probes 1 and all cores and keeps the faster")
   parser.add_argument("--workdir", default="runs/vae_parity_fashion_mnist")
   parser.add_argument("--skip_ours", action="store_true",
                       help="read --workdir/results.json instead of running the command")

@@ -90,6 +90,16 @@ def ours(data: dict, seeds: int, epochs: int, config: vae.VAEConfig) -> dict:
           "train_neg_elbo_last_epoch": float(np.mean(metrics["loss"]))}
 
 
+def torch_probe(train_u8: np.ndarray, threads: int, examples: int = 6400) -> float:
+  """Examples/s of one short torch epoch with ``threads`` intra-op threads."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks.peers import torch_vae  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(threads)
+  x = torch_vae.to_tensor(train_u8[:examples])
+  history = torch_vae.train(x, x[:128], seed=0, epochs=1)
+  return history["examples_per_epoch"] / history["train_seconds"][0]
+
+
 def torch_peer(train_u8: np.ndarray, seeds: int, epochs: int, threads: int) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks.peers import torch_vae  # pylint: disable=g-import-not-at-top
@@ -120,8 +130,10 @@ def main():
   parser.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up)")
   parser.add_argument("--torch_seeds", type=int, default=8)
   parser.add_argument("--torch_epochs", type=int, default=1, help="epochs per torch seed")
-  parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                      help="torch.set_num_threads (XLA uses every core by default)")
+  parser.add_argument("--threads", default="auto",
+                      help="torch.set_num_threads for the peer; 'auto' probes 1 and all cores "
+                      "on a short run and keeps the faster (on a loaded machine, 2-thread torch "
+                      "can be 10x slower than 1-thread torch); XLA uses every core")
   parser.add_argument("--train_examples", type=int, default=None,
                       help="use only the first N training examples (quick checks)")
   parser.add_argument("--out", default=None, help="also write the numbers as JSON here")
@@ -156,11 +168,20 @@ def main():
         f"(epoch {np.median(ours_result['epoch_seconds']):.2f} s; first epoch with compile "
         f"{ours_result['first_epoch_seconds_with_compile']:.1f} s) = {ours_gflops:.1f} GFLOP/s",
         flush=True)
-  torch_result = torch_peer(train_u8, args.torch_seeds, args.torch_epochs, args.threads)
+  if args.threads == "auto":
+    probes = {t: torch_probe(train_u8, t) for t in sorted({os.cpu_count(), 1}, reverse=True)}
+    threads = max(probes, key=probes.get)
+    print("PyTorch thread probe: " + ", ".join(f"{t} thread(s) {v:,.0f} ex/s"
+                                                for t, v in probes.items())
+          + f" -> using {threads}", flush=True)
+  else:
+    probes, threads = {}, int(args.threads)
+  torch_result = torch_peer(train_u8, args.torch_seeds, args.torch_epochs, threads)
+  torch_result["thread_probe"] = probes
   torch_gflops = torch_result["examples_per_s"] * flops / 1e9
   import torch  # pylint: disable=g-import-not-at-top
   print(f"PyTorch {torch.__version__}, {args.torch_seeds} sequential runs x {args.torch_epochs} epoch(s), "
-        f"{args.threads} threads: {torch_result['examples_per_s']:,.0f} ex/s "
+        f"{threads} thread(s): {torch_result['examples_per_s']:,.0f} ex/s "
         f"= {torch_gflops:.1f} GFLOP/s (torch 2048^3 matmul: "
         f"{torch_result['matmul_2048_gflops']:.1f} GFLOP/s)", flush=True)
 
