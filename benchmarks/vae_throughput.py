@@ -69,8 +69,12 @@ def ours(data: dict, seeds: int, epochs: int, config: vae.VAEConfig) -> dict:
   """Examples/s of ``seeds`` vmapped seeds over whole epochs (one compiled lax.scan each)."""
   train = vae.make_train(config)
   options = vae.compiler_options()
-  state = jax.jit(jax.vmap(train.init, in_axes=(0, None)), compiler_options=options)(
-      runner.seed_keys(0, seeds), data)
+  # The runner's placement: the seed axis split over the local devices, data replicated.
+  by_seed, replicated = runner.devices.seed_shardings(seeds)
+  keys = runner.seed_keys(0, seeds)
+  if by_seed is not None:
+    keys, data = jax.device_put(keys, by_seed), jax.device_put(data, replicated)
+  state = jax.jit(jax.vmap(train.init, in_axes=(0, None)), compiler_options=options)(keys, data)
   epoch = jax.jit(jax.vmap(lambda s, d: vae.train_epoch(s, d["train"], train.model,
                                                         train.optimizer, config),
                            in_axes=(0, None)), donate_argnums=0, compiler_options=options)
@@ -122,6 +126,7 @@ def torch_peer(train_u8: np.ndarray, seeds: int, epochs: int, threads: int) -> d
 
 
 def main():
+  runner.devices.host_device_per_core()  # as experiments/vae.py does (before jax starts)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data_dir", default="../shared/data/fashion_mnist",
                       help="IDX/TFDS directory; if absent, random uint8 images of MNIST size")
@@ -150,6 +155,7 @@ def main():
   data = {"train": jnp.asarray(train_u8), "test": jnp.asarray(train_u8[:1000])}
   flops = train_flops_per_example(config.num_pixels, config.hidden, config.latent_dim)
   load = os.getloadavg()
+  print(f"XLA devices: {', '.join(str(d) for d in jax.local_devices())}")
   print(f"data: {source}; model {config.num_pixels}-{'-'.join(map(str, config.hidden))}-"
         f"{config.latent_dim}, batch {config.batch_size}, Adam; {flops / 1e6:.3f} MFLOP per "
         f"training example; {os.cpu_count()} CPU cores; load average {load[0]:.1f}", flush=True)

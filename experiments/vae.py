@@ -10,6 +10,7 @@ reconstructions, the latent manifold when --latent_dim=2). Rerunning the same co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -63,8 +64,9 @@ flags.DEFINE_integer("checkpoint_every", 1, "Checkpoint every this many epochs (
 FLAGS = flags.FLAGS
 
 
-def _validate() -> tuple[tuple[int, ...], vae.VAEConfig]:
-  UserError = runner.UserError
+def _config_from_flags() -> vae.VAEConfig:
+  """Checks every flag (one clear line on bad input) and builds the VAE config."""
+  UserError = runner.UserError  # pylint: disable=invalid-name
   if FLAGS.seeds < 1:
     raise UserError(f"--seeds must be >= 1, got {FLAGS.seeds}")
   if FLAGS.epochs < 1:
@@ -98,7 +100,7 @@ def _validate() -> tuple[tuple[int, ...], vae.VAEConfig]:
                          num_samples=FLAGS.num_samples, prior_std=FLAGS.prior_std,
                          binarize=FLAGS.binarize, learning_rate=FLAGS.learning_rate,
                          batch_size=FLAGS.batch_size, eval_iw_samples=FLAGS.eval_iw_samples)
-  return hidden, config
+  return config
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -109,10 +111,10 @@ def _summary(values: np.ndarray) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise runner.UserError(f"unexpected arguments {' '.join(argv[1:])!r}; all options are --flags")
-  _, config = _validate()
+  config = _config_from_flags()
   dataset = images.load(FLAGS.dataset, FLAGS.data_dir, FLAGS.test_fraction)
   if dataset.image_shape != config.image_shape:
-    config = vae.VAEConfig(**{**config.__dict__, "image_shape": dataset.image_shape})
+    config = dataclasses.replace(config, image_shape=dataset.image_shape)
   if config.arch == "conv" and (config.image_shape[0] % 4 or config.image_shape[1] % 4):
     raise runner.UserError(f"--arch=conv needs image sides divisible by 4, got "
                            f"{config.image_shape[:2]}; use --arch=mlp")
@@ -181,4 +183,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  runner.cli_main(main)
+  runner.cli_main(main, host_device_per_core=True)

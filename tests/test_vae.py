@@ -2,6 +2,8 @@
 seed semantics through the runner (vmapped seed i == single run with that seed; the same seed
 reproduces bit for bit; seeds differ), NaN stop."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -127,9 +129,9 @@ def test_eval_mean_ignores_padding():
   images = _data(n_test=20)["test"]
   key = jax.random.key(10)
   padded = vae.evaluate_neg_elbo(params, model, key, images,
-                                 vae.VAEConfig(**{**TINY.__dict__, "eval_batch_size": 8}))
+                                 dataclasses.replace(TINY, eval_batch_size=8))
   whole = vae.evaluate_neg_elbo(params, model, key, images,
-                                vae.VAEConfig(**{**TINY.__dict__, "eval_batch_size": 20}))
+                                dataclasses.replace(TINY, eval_batch_size=20))
   np.testing.assert_allclose(padded, whole, rtol=1e-5)
 
 
@@ -189,6 +191,6 @@ def test_seed_i_of_vmapped_run_equals_single_seed_run_and_seeds_differ():
 
 
 def test_absurd_learning_rate_stops_naming_seed_and_epoch():
-  config = vae.VAEConfig(**{**TINY.__dict__, "learning_rate": 1e9})
+  config = dataclasses.replace(TINY, learning_rate=1e9)
   with pytest.raises(runner.TrainingDiverged, match=r"loss is NaN/Inf for seed\(s\) 5.* epoch 1"):
     runner.run(_experiment(config), seeds=2, seed=5, log=_quiet)

@@ -9,11 +9,18 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from genrl_jax.run import devices
 from genrl_jax.run.errors import UserError
 
 
-def cli_main(main: Callable[[list[str]], object]) -> None:
-  """``app.run(main)``, with bad input reported as ``error: <what is wrong and how to fix it>``."""
+def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = False) -> None:
+  """``app.run(main)``, with bad input reported as ``error: <what is wrong and how to fix it>``.
+
+  host_device_per_core: expose one XLA CPU device per core before jax starts, so the runner
+  spreads the seeds over the cores (see genrl_jax.run.devices).
+  """
+  if host_device_per_core:
+    devices.host_device_per_core()
 
   def wrapped(argv):
     # Libraries (orbax, tensorflow-datasets) log INFO lines through absl on every checkpoint;

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genrl_jax.run import devices as devices_lib
 from genrl_jax.run import stats
 from genrl_jax.run.checkpoint import Checkpointer
 from genrl_jax.run.errors import TrainingDiverged, UserError
@@ -309,8 +310,14 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     raise UserError(f"nothing to run: {exp.num_chunks} {exp.chunk_label}s; pass a positive count")
   seed_values = np.arange(seed, seed + seeds)
 
-  init = jax.jit(jax.vmap(exp.init, in_axes=(0, None)), compiler_options=exp.compiler_options)
-  state = init(seed_keys(seed, seeds), exp.data)
+  # The seed axis is split over the local devices (when more than one divides it); data is
+  # replicated. One program per run either way.
+  by_seed, replicated = devices_lib.seed_shardings(seeds)
+  place = lambda tree, sharding: tree if sharding is None else jax.device_put(tree, sharding)
+  data = place(exp.data, replicated)
+  init = jax.jit(jax.vmap(exp.init, in_axes=(0, None)), compiler_options=exp.compiler_options,
+                 **({} if by_seed is None else {"out_shardings": by_seed}))
+  state = init(place(seed_keys(seed, seeds), by_seed), data)
 
   start = 0
   checkpointer = metrics_log = None
@@ -325,14 +332,17 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     metrics_log = MetricsLog(os.path.join(workdir, METRICS_FILE))
     if checkpointer.latest_step() is not None:
       state, start = checkpointer.restore(template=state)
+      state = place(state, by_seed)
       log(f"resuming {exp.name} from {exp.chunk_label} {start}/{exp.num_chunks} in {workdir}")
     rows = metrics_log.keep_until(start)
     history = history_from_rows(rows, seed_values, start)
     run_info_lib.write(os.path.join(workdir, RUN_INFO_FILE), exp.name, config, seed, seeds,
                        resumed_from=start)
 
+  shardings = {} if by_seed is None else {"in_shardings": (by_seed, replicated),
+                                           "out_shardings": by_seed}
   chunk_fn = jax.jit(jax.vmap(trace_once(exp.chunk), in_axes=(0, None)), donate_argnums=0,
-                     compiler_options=exp.compiler_options)
+                     compiler_options=exp.compiler_options, **shardings)
 
   chunk_seconds: list[float] = []
   last_saved = start
@@ -340,7 +350,7 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     with _StopRequest() as stop:
       for index in range(start, exp.num_chunks):
         t0 = time.perf_counter()
-        state, metrics = chunk_fn(state, exp.data)
+        state, metrics = chunk_fn(state, data)
         metrics = _to_host(metrics)  # the one host transfer per chunk; also a sync point.
         seconds = time.perf_counter() - t0
         chunk_seconds.append(seconds)
