@@ -73,6 +73,8 @@ def main():
   parser.add_argument("--workdir", default="runs/vae_parity_fashion_mnist")
   parser.add_argument("--skip_ours", action="store_true",
                       help="read --workdir/results.json instead of running the command")
+  parser.add_argument("--torch_results", default=None,
+                      help="reuse the PyTorch runs of an earlier parity.json instead of training")
   args = parser.parse_args()
 
   if args.skip_ours:
@@ -80,7 +82,12 @@ def main():
       ours = json.load(f)
   else:
     ours = run_ours(args)
-  torch_runs = run_torch(args)
+  if args.torch_results:
+    with open(args.torch_results) as f:
+      torch_runs = json.load(f)["torch_runs"]
+    print(f"PyTorch: {len(torch_runs)} runs read from {args.torch_results}")
+  else:
+    torch_runs = run_torch(args)
 
   ours_final = np.asarray(ours["test_neg_elbo"]["per_seed"])
   torch_final = np.asarray([r["test_neg_elbo"][-1] for r in torch_runs])
