@@ -10,6 +10,10 @@ The runner calls ``jit(vmap(init))`` and ``jit(vmap(chunk, in_axes=(0, None)))``
 compile — and between chunks does what a jitted loop cannot: write metrics, print progress,
 checkpoint, stop on NaN, resume. Seed i's root key is ``jax.random.key(seed + i)``, so seed i of
 an N-seed run is the same computation as a 1-seed run with ``--seed=seed+i``.
+
+The seeds' vmap axis is named ``SEED_AXIS``, so a chunk may use a collective over it where that
+saves work without coupling the seeds' results: e.g. a ``while_loop`` that runs until the slowest
+seed is done (``jax.lax.pmax`` of the condition) instead of per-seed selects of its whole carry.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from genrl_jax.run import info as run_info_lib
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run_info.json"
 CHECKPOINT_DIR = "checkpoints"
+SEED_AXIS = "seeds"  # the name of the vmapped seed axis inside init and chunk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,7 +311,7 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     raise UserError(f"nothing to run: {exp.num_chunks} {exp.chunk_label}s; pass a positive count")
   seed_values = np.arange(seed, seed + seeds)
 
-  init = jax.jit(jax.vmap(exp.init, in_axes=(0, None)))
+  init = jax.jit(jax.vmap(exp.init, in_axes=(0, None), axis_name=SEED_AXIS))
   state = init(seed_keys(seed, seeds), exp.data)
 
   start = 0
@@ -328,7 +333,8 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     run_info_lib.write(os.path.join(workdir, RUN_INFO_FILE), exp.name, config, seed, seeds,
                        resumed_from=start)
 
-  chunk_fn = jax.jit(jax.vmap(trace_once(exp.chunk), in_axes=(0, None)), donate_argnums=0)
+  chunk_fn = jax.jit(jax.vmap(trace_once(exp.chunk), in_axes=(0, None), axis_name=SEED_AXIS),
+                     donate_argnums=0)
 
   chunk_seconds: list[float] = []
   last_saved = start
