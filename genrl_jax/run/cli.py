@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from absl import app
+from absl import app, flags, logging
 
 from genrl_jax.run.errors import UserError
 
@@ -14,6 +14,10 @@ def cli_main(main: Callable[[list[str]], object]) -> None:
   """``app.run(main)``, with bad input reported as ``error: <what is wrong and how to fix it>``."""
 
   def wrapped(argv):
+    # Library INFO logs (orbax writes a dozen lines per checkpoint) would bury the progress
+    # lines; they are shown again with an explicit --verbosity=0 (or -v 0).
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)
     try:
       return main(argv)
     except UserError as e:
@@ -27,12 +31,14 @@ def flags_dict(flag_values, module_names: tuple[str, ...] | None = None) -> dict
   """The values of the flags defined by the running program's own modules (not absl's/jax's)."""
   out = {}
   by_module = flag_values.flags_by_module_dict()
-  for module, flags in by_module.items():
+  for module, module_flags in by_module.items():
     if module_names is not None and module not in module_names:
       continue
+    # absl files the flags of the program run with `python -m pkg.mod` (or as a script) under
+    # the path of its file, e.g. /.../experiments/vae.py, not under its module name.
     if module_names is None and not (module.startswith("experiments") or module == "__main__"
-                                     or module.startswith("genrl_jax")):
+                                     or module.startswith("genrl_jax") or module.endswith(".py")):
       continue
-    for f in flags:
+    for f in module_flags:
       out[f.name] = f.value
   return dict(sorted(out.items()))
