@@ -185,7 +185,8 @@ def episode_rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, car
   previous ``episode_rollout``), and ``num_steps`` must be at least the episode-length limit so
   that every episode ends (by termination or truncation) inside the loop. The loop (a
   ``lax.while_loop`` writing into [buffer_steps, N] buffers) stops as soon as every episode has
-  ended, across ``axis_name`` too; rows it did not reach stay zero (masked padding).
+  ended, across ``axis_name`` too. Padding rows (after an episode's end) are all zeros, whether
+  the loop reached them or not, so the result does not depend on when the loop stopped.
 
   Args:
     env, env_params: a gymnax environment and its parameters.
@@ -223,8 +224,10 @@ def episode_rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, car
     # Freeze finished environments at the start state gymnax auto-reset them to.
     env_carry = _select(alive, new_carry, env_carry)
     alive = jnp.logical_and(alive, jnp.logical_not(ended))
-    buf = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, t, 0), buf,
-                       tr.replace(next_obs=None))
+    # Padding rows are all zeros however long the loop runs (it may run on for other seeds).
+    tr = _select(tr.mask, tr.replace(next_obs=None),
+                 jax.tree.map(jnp.zeros_like, tr.replace(next_obs=None)))
+    buf = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, t, 0), buf, tr)
     return t + 1, env_carry, alive, final_obs, buf
 
   init = (jnp.zeros((), jnp.int32), carry, alive0, carry.obs, buffers)
