@@ -161,15 +161,16 @@ def small_runs():
   traced = chex.assert_max_traces(chunk, n=1)
   many_fn = jax.jit(jax.vmap(traced, axis_name=runner.SEED_AXIS))
   keys = runner.seed_keys(5, 3)
-  many = jax.vmap(init)(keys)
+  many = jax.jit(jax.vmap(init))(keys)
   many_first = None
   for i in range(_SMALL.num_chunks):
     many, _ = many_fn(many)
     many_first = many if i == 0 else many_first
   one_fn = jax.jit(chunk)   # unbatched: the seed axis is not bound, each loop runs on its own
+  one_init = jax.jit(init)
   singles = []
   for i in range(3):
-    s = init(keys[i])
+    s = one_init(keys[i])
     for _ in range(_SMALL.num_chunks):
       s, _ = one_fn(s)
     singles.append(s)
@@ -277,3 +278,14 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
   assert read(ref_dir) == read(kill_dir)
   for name in ("results.json", "return.png", "run_info.json"):
     assert os.path.exists(os.path.join(kill_dir, name))
+
+
+def test_sample_actions_follows_the_softmax():
+  from genrl_jax.models import policies  # noqa: PLC0415
+  logits = jnp.array([[0.0, 1.0, -1.0, 2.0], [3.0, 0.0, 0.0, -2.0]])
+  n = 200_000
+  a = policies.sample_actions(jax.random.key(0), jnp.broadcast_to(logits, (n, 2, 4)))
+  freq = np.stack([np.bincount(np.asarray(a[:, i]), minlength=4) / n for i in range(2)])
+  pi = np.asarray(jax.nn.softmax(logits))
+  # Binomial standard errors are below 1.2e-3 here; allow 5 of them.
+  np.testing.assert_allclose(freq, pi, atol=6e-3)

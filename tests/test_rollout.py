@@ -174,3 +174,29 @@ def test_make_env_rejects_continuous_and_unknown_envs():
   _, params, _, _, limit = rollout.make_env("Acrobot-v1", max_episode_steps=50)
   assert limit == 50 and params.max_steps_in_episode == 50
   assert "Acrobot-v1" in gymnax.registered_envs
+
+
+def test_episode_rollout_matches_gymnax_auto_reset_step():
+  """The fast path (transition only, reset after the loop) gives env.step's transitions."""
+  env = tiny_envs.Chain(goal=3, max_steps=5)
+  params = env.default_params
+  assert rollout.uses_base_step(env)
+  policy = lambda key, obs: jax.random.bernoulli(key, 0.6, obs.shape[:1]).astype(jnp.int32)
+  carry = rollout.reset(env, params, jax.random.key(0), 6)
+  _, ep, final_obs, _ = rollout.episode_rollout(env, params, policy, jax.random.key(1), carry, 5)
+  # Replay the same actions through gymnax's own auto-resetting step.
+  actions = np.asarray(ep.action)
+  state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(jax.random.key(2), 6), params)[1]
+  for t in range(5):
+    obs, state, reward, term, trunc, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+        jax.random.split(jax.random.key(3 + t), 6), state, jnp.asarray(actions[t]), params)
+    live = np.asarray(ep.mask[t])
+    np.testing.assert_allclose(np.asarray(reward)[live], np.asarray(ep.reward[t])[live])
+    np.testing.assert_array_equal(np.asarray(term)[live], np.asarray(ep.terminated[t])[live])
+    np.testing.assert_array_equal(np.asarray(trunc)[live], np.asarray(ep.truncated[t])[live])
+    ended = live & np.asarray(ep.returned[t])
+    np.testing.assert_array_equal(np.asarray(info["final_observation"])[ended],
+                                  np.asarray(final_obs)[ended])
+    if t + 1 < 5:
+      still = np.asarray(ep.mask[t + 1])
+      np.testing.assert_array_equal(np.asarray(obs)[still], np.asarray(ep.obs[t + 1])[still])

@@ -69,3 +69,22 @@ class ValueNetwork(nn.Module):
   @nn.compact
   def __call__(self, obs: jax.Array) -> jax.Array:
     return MLP(self.hidden_sizes, 1, self.activation, self.obs_ndim, out_scale=1.0)(obs)[..., 0]
+
+
+def sample_actions(key: jax.Array, logits: jax.Array) -> jax.Array:
+  """a ~ softmax(logits) for each row, by inverting the CDF with one uniform draw per row.
+
+  P(a = k) = P(F_{k-1} <= u < F_k) = pi_k with F the cumulative sum of pi: the distribution of
+  ``jax.random.categorical`` (Gumbel-max), from one random number per row instead of one per
+  action and no logarithms: cheaper inside a rollout loop.
+
+  Args:
+    key: PRNG key.
+    logits: [..., A].
+  Returns:
+    [...] int32 actions.
+  """
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  u = jax.random.uniform(key, logits.shape[:-1] + (1,), jnp.float32)
+  cdf = jnp.cumsum(probs, axis=-1)[..., :-1]
+  return jnp.sum(cdf <= u, axis=-1, dtype=jnp.int32)

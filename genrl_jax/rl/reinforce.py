@@ -383,7 +383,7 @@ def collect_and_grad(setup: "Setup", state: ReinforceState):
   key, key_rollout = jax.random.split(state.key)
 
   def policy_fn(k, obs):
-    return jax.random.categorical(k, setup.policy.apply(state.policy_params, obs))
+    return policies.sample_actions(k, setup.policy.apply(state.policy_params, obs))
 
   env_carry, traj, final_obs, steps_run = rollout.episode_rollout(
       setup.env, setup.env_params, policy_fn, key_rollout, state.env, setup.episode_limit,

@@ -26,7 +26,7 @@ import gymnax
 import jax
 import jax.numpy as jnp
 from flax import struct
-from gymnax.environments import spaces
+from gymnax.environments import environment, spaces
 
 from genrl_jax.run import UserError
 
@@ -130,15 +130,32 @@ def _select(pred: Array, on_true, on_false):
   return jax.tree.map(sel, on_true, on_false)
 
 
+def uses_base_step(env) -> bool:
+  """Whether ``env.step`` is gymnax's own (step_env, is_truncated, then an auto-reset)."""
+  return getattr(type(env), "step", None) is environment.Environment.step
+
+
 def _env_step(env, env_params, policy_fn: PolicyFn, carry: EnvCarry, alive: Array,
-              key: chex.PRNGKey):
-  """Acts in N environments, updates the episode statistics of the live ones."""
+              key: chex.PRNGKey, auto_reset: bool = True):
+  """Acts in N environments, updates the episode statistics of the live ones.
+
+  With ``auto_reset=False`` the environments take gymnax's transition without its auto-reset
+  (``step_env`` and ``is_truncated``, exactly what ``Environment.step`` computes before it
+  resets): an environment that is done stays in its final state and ``obs`` is the final one.
+  """
   num_envs = alive.shape[0]
   key_act, key_env = jax.random.split(key)
   action = policy_fn(key_act, carry.obs)
-  obs, env_state, reward, terminated, truncated, info = jax.vmap(
-      env.step, in_axes=(0, 0, 0, None))(jax.random.split(key_env, num_envs), carry.env_state,
-                                          action, env_params)
+  env_keys = jax.random.split(key_env, num_envs)
+  if auto_reset:
+    obs, env_state, reward, terminated, truncated, info = jax.vmap(
+        env.step, in_axes=(0, 0, 0, None))(env_keys, carry.env_state, action, env_params)
+    next_obs = info["final_observation"]
+  else:
+    obs, env_state, reward, terminated, _ = jax.vmap(
+        env.step_env, in_axes=(0, 0, 0, None))(env_keys, carry.env_state, action, env_params)
+    truncated = jax.vmap(env.is_truncated, in_axes=(0, None))(env_state, env_params)
+    next_obs = obs
   reward = jnp.where(alive, reward.astype(jnp.float32), 0.0)
   terminated = jnp.logical_and(terminated, alive)
   truncated = jnp.logical_and(truncated, alive)
@@ -156,7 +173,7 @@ def _env_step(env, env_params, policy_fn: PolicyFn, carry: EnvCarry, alive: Arra
   transition = Transition(
       obs=carry.obs, action=action, reward=reward, terminated=terminated, truncated=truncated,
       mask=alive, returned=done, returned_return=ep_return, returned_length=ep_length,
-      next_obs=info["final_observation"])
+      next_obs=next_obs)
   return new_carry, transition
 
 
@@ -188,10 +205,17 @@ def episode_rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, car
   ended, across ``axis_name`` too. Padding rows (after an episode's end) are all zeros, whether
   the loop reached them or not, so the result does not depend on when the loop stopped.
 
+  Environments whose ``step`` is gymnax's base one are stepped with its transition alone
+  (``step_env`` + ``is_truncated``) and reset once after the loop: gymnax's ``step`` computes a
+  reset for every environment at every step (keys, draws, selects: about 4x the cost of
+  CartPole's transition), and a whole-episode rollout never uses one mid-episode. The
+  trajectories are the same transitions with the same done flags and final observations;
+  environments that override ``step`` (e.g. DeepSea-bsuite) go through their own ``step``.
+
   Args:
     env, env_params: a gymnax environment and its parameters.
     policy_fn: (key, obs [N, ...]) -> actions [N].
-    key: PRNG key for this rollout; step t uses fold_in(key, t).
+    key: PRNG key for this rollout.
     carry: the environments, each at an episode's first step.
     num_steps: the most steps to simulate (the episode-length limit).
     buffer_steps: T, the length of the returned arrays (>= num_steps); default num_steps.
@@ -205,9 +229,12 @@ def episode_rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, car
   buffer_steps = num_steps if buffer_steps is None else buffer_steps
   if buffer_steps < num_steps:
     raise ValueError(f"buffer_steps={buffer_steps} < num_steps={num_steps}")
+  auto_reset = not uses_base_step(env)
+  key_loop, key_reset = jax.random.split(key)
   alive0 = jnp.ones((num_envs,), bool)
   step_shapes = jax.eval_shape(
-      lambda c, k: _env_step(env, env_params, policy_fn, c, alive0, k)[1], carry, key)
+      lambda c, k: _env_step(env, env_params, policy_fn, c, alive0, k, auto_reset)[1], carry,
+      key)
   step_shapes = step_shapes.replace(next_obs=None)
   buffers = jax.tree.map(lambda s: jnp.zeros((buffer_steps,) + s.shape, s.dtype), step_shapes)
 
@@ -218,10 +245,11 @@ def episode_rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, car
   def body(c):
     t, env_carry, alive, final_obs, buf = c
     new_carry, tr = _env_step(env, env_params, policy_fn, env_carry, alive,
-                              jax.random.fold_in(key, t))
+                              jax.random.fold_in(key_loop, t), auto_reset)
     ended = tr.returned
     final_obs = _select(ended, tr.next_obs, final_obs)
-    # Freeze finished environments at the start state gymnax auto-reset them to.
+    # Freeze finished environments (at gymnax's reset state, or at their final state when the
+    # reset comes after the loop).
     env_carry = _select(alive, new_carry, env_carry)
     alive = jnp.logical_and(alive, jnp.logical_not(ended))
     # Padding rows are all zeros however long the loop runs (it may run on for other seeds).
@@ -231,7 +259,12 @@ def episode_rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, car
     return t + 1, env_carry, alive, final_obs, buf
 
   init = (jnp.zeros((), jnp.int32), carry, alive0, carry.obs, buffers)
-  steps_run, carry, _, final_obs, traj = jax.lax.while_loop(cond, body, init)
+  steps_run, carry, alive, final_obs, traj = jax.lax.while_loop(cond, body, init)
+  if not auto_reset:  # start the next episodes, as gymnax's step would have at their ends
+    obs0, state0 = jax.vmap(env.reset, in_axes=(0, None))(
+        jax.random.split(key_reset, num_envs), env_params)
+    env_state, obs = _select(alive, (carry.env_state, carry.obs), (state0, obs0))
+    carry = carry.replace(env_state=env_state, obs=obs)
   return carry, traj, final_obs, steps_run
 
 
