@@ -107,7 +107,7 @@ def test_episode_rollout_masks_steps_after_the_episode_ends():
   assert not np.any(np.asarray(tr.terminated[:, 0])) and not np.any(np.asarray(tr.truncated[:, 1]))
   # Padding carries no done flags, and the loop stopped when the last episode ended.
   assert int(steps_run) == 5
-  np.testing.assert_array_equal(np.asarray(tr.returned).sum(axis=0), [1, 1])
+  np.testing.assert_array_equal(np.asarray(tr.terminated | tr.truncated).sum(axis=0), [1, 1])
   # The observation each episode ended in (before gymnax's reset), for bootstrapping.
   np.testing.assert_array_equal(final_obs, [[0.0, 5.0], [3.0, 3.0]])
   # Both environments now sit at the first step of a fresh episode.
@@ -127,12 +127,14 @@ def test_episode_rollout_on_cartpole_random_policy_is_consistent():
   lengths = mask.sum(axis=0)
   # Masks are a prefix of ones: the real steps come first, padding after.
   np.testing.assert_array_equal(mask, np.arange(limit)[:, None] < lengths[None, :])
-  returned = np.asarray(tr.returned)
-  np.testing.assert_array_equal(returned.sum(axis=0), np.ones(16))
-  np.testing.assert_array_equal(np.argmax(returned, axis=0), lengths - 1)
-  # CartPole pays 1 per real step and nothing on padding.
+  done = np.asarray(tr.terminated | tr.truncated)
+  np.testing.assert_array_equal(done.sum(axis=0), np.ones(16))
+  np.testing.assert_array_equal(np.argmax(done, axis=0), lengths - 1)
+  # CartPole pays 1 per real step and nothing on padding; the carry logged each return.
   np.testing.assert_allclose(np.asarray(tr.reward).sum(axis=0), lengths)
-  np.testing.assert_allclose(np.asarray(tr.returned_return)[lengths - 1, np.arange(16)], lengths)
+  np.testing.assert_allclose(carry.returned_episode_return, lengths)
+  np.testing.assert_array_equal(carry.returned_episode_length, lengths)
+  assert np.all(np.asarray(carry.returned_episode_valid))
   trunc = np.asarray(tr.truncated)[lengths - 1, np.arange(16)]
   np.testing.assert_array_equal(trunc, lengths == limit)
   # Terminated episodes ended outside the pole/cart limits; the carry is at fresh starts.
@@ -194,7 +196,7 @@ def test_episode_rollout_matches_gymnax_auto_reset_step():
     np.testing.assert_allclose(np.asarray(reward)[live], np.asarray(ep.reward[t])[live])
     np.testing.assert_array_equal(np.asarray(term)[live], np.asarray(ep.terminated[t])[live])
     np.testing.assert_array_equal(np.asarray(trunc)[live], np.asarray(ep.truncated[t])[live])
-    ended = live & np.asarray(ep.returned[t])
+    ended = live & np.asarray(ep.terminated[t] | ep.truncated[t])
     np.testing.assert_array_equal(np.asarray(info["final_observation"])[ended],
                                   np.asarray(final_obs)[ended])
     if t + 1 < 5:

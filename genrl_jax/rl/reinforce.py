@@ -326,41 +326,57 @@ def blockwise_values(value_params, value: policies.ValueNetwork, obs: Array, num
 
 
 def batch_gradients(setup: "Setup", policy_params, value_params, traj: rollout.Transition,
-                    advantages: Array, returns: Array, num_blocks: Array):
+                    advantages: Array | None, returns: Array, num_blocks: Array):
   """Gradients of both losses averaged over the M real steps, accumulated over row blocks.
 
   Rows past ``num_blocks * block`` are padding (mask 0) and contribute exactly zero, so the sum
-  over blocks equals the full-batch gradient.
+  over blocks equals the full-batch gradient. With ``advantages=None`` (a value baseline without
+  normalization, where A_t = G_t - v(s_t) needs no batch statistics) each block's value forward
+  serves both the advantage and the value gradient: one value pass instead of two.
 
   Returns:
-    (policy grads, value grads, dict of the averaged loss terms).
+    (policy grads, value grads, advantages [T, N], dict of the averaged loss terms).
   """
   block = setup.block_steps
   cfg = setup.config
   use_value = cfg.baseline == "value"
-  rows = (traj.obs, traj.action, advantages, traj.mask, returns)
+  fused = advantages is None
+  if fused and not use_value:
+    raise ValueError("advantages=None needs baseline='value'")
+  adv_all = jnp.zeros_like(returns) if fused else advantages
+  rows = (traj.obs, traj.action, traj.mask, returns)
   zeros = lambda p: jax.tree.map(jnp.zeros_like, p)
 
+  def value_fn(vp, obs, ret, mask):
+    v = setup.value.apply(vp, obs)
+    loss = jnp.sum(jax.vmap(losses.value_baseline_loss, in_axes=1)(v, ret, mask))
+    return loss, v
+
   def body(b, acc):
-    g_pi, g_v, sums = acc
-    obs, action, adv, mask, ret = _slice_rows(rows, b, block)
-    (_, (surr, ent)), g = jax.value_and_grad(policy_loss, has_aux=True)(
-        policy_params, setup.policy, obs, action, adv, mask, cfg.entropy_coef)
-    g_pi = jax.tree.map(jnp.add, g_pi, g)
+    g_pi, g_v, sums, adv_all = acc
+    obs, action, mask, ret = _slice_rows(rows, b, block)
     if use_value:
-      v_loss, gv = jax.value_and_grad(value_loss)(value_params, setup.value, obs, ret, mask)
+      (v_loss, v), gv = jax.value_and_grad(value_fn, has_aux=True)(value_params, obs, ret, mask)
       g_v = jax.tree.map(jnp.add, g_v, gv)
     else:
       v_loss = jnp.zeros(())
-    return g_pi, g_v, sums + jnp.stack([surr, ent, v_loss])
+    if fused:
+      adv = jax.lax.stop_gradient((ret - v) * mask.astype(ret.dtype))
+      adv_all = jax.lax.dynamic_update_slice_in_dim(adv_all, adv, b * block, 0)
+    else:
+      adv = _slice_rows(adv_all, b, block)
+    (_, (surr, ent)), g = jax.value_and_grad(policy_loss, has_aux=True)(
+        policy_params, setup.policy, obs, action, adv, mask, cfg.entropy_coef)
+    g_pi = jax.tree.map(jnp.add, g_pi, g)
+    return g_pi, g_v, sums + jnp.stack([surr, ent, v_loss]), adv_all
 
-  init = (zeros(policy_params), zeros(value_params), jnp.zeros((3,), jnp.float32))
-  g_pi, g_v, sums = jax.lax.fori_loop(0, num_blocks, body, init)
+  init = (zeros(policy_params), zeros(value_params), jnp.zeros((3,), jnp.float32), adv_all)
+  g_pi, g_v, sums, adv_all = jax.lax.fori_loop(0, num_blocks, body, init)
   num_real = jnp.maximum(jnp.sum(traj.mask.astype(jnp.float32)), 1.0)
   scale = lambda g: jax.tree.map(lambda x: x / num_real, g)
   sums = sums / num_real
-  return scale(g_pi), scale(g_v), {"policy_loss": sums[0], "entropy": sums[1],
-                                   "value_loss": sums[2]}
+  return scale(g_pi), scale(g_v), adv_all, {"policy_loss": sums[0], "entropy": sums[1],
+                                            "value_loss": sums[2]}
 
 
 def _push_recent(recent: Array, count: Array, new: Array, valid: Array):
@@ -390,16 +406,19 @@ def collect_and_grad(setup: "Setup", state: ReinforceState):
       buffer_steps=setup.buffer_steps, axis_name=setup.seed_axis)
   num_blocks = _blocks(steps_run, setup.block_steps, setup.seed_axis)
   mask = traj.mask.astype(jnp.float32)
-  if cfg.baseline == "value":
-    final_value = setup.value.apply(state.value_params, final_obs)            # [N]
-    values = blockwise_values(state.value_params, setup.value, traj.obs, num_blocks,
-                              setup.block_steps)                              # [T, N]
-  else:
-    final_value, values = None, None
+  use_value = cfg.baseline == "value"
+  final_value = setup.value.apply(state.value_params, final_obs) if use_value else None  # [N]
   returns = compute_returns(traj, cfg.gamma, cfg.estimator, final_value)
-  adv = compute_advantages(returns, mask, cfg.baseline, values, cfg.normalize_advantages)
-  g_pi, g_v, terms = batch_gradients(setup, state.policy_params, state.value_params, traj, adv,
-                                     returns, num_blocks)
+  if use_value and not cfg.normalize_advantages:
+    adv = None    # A = G - v(s), computed block by block with the value gradient
+  else:
+    values = None
+    if use_value:
+      values = blockwise_values(state.value_params, setup.value, traj.obs, num_blocks,
+                                setup.block_steps)                            # [T, N]
+    adv = compute_advantages(returns, mask, cfg.baseline, values, cfg.normalize_advantages)
+  g_pi, g_v, adv, terms = batch_gradients(setup, state.policy_params, state.value_params, traj,
+                                          adv, returns, num_blocks)
   return key, env_carry, traj, returns, adv, g_pi, g_v, terms
 
 
@@ -419,8 +438,8 @@ def update_step(setup: "Setup", state: ReinforceState
     value_params, value_opt_state = state.value_params, state.value_opt_state
 
   # Episode statistics: every column ended exactly one episode in this rollout.
-  ended = jnp.any(traj.returned, axis=0)                                    # [N]
-  ep_return = jnp.sum(jnp.where(traj.returned, traj.returned_return, 0.0), axis=0)
+  ended = jnp.any(jnp.logical_or(traj.terminated, traj.truncated), axis=0)  # [N]
+  ep_return = jnp.sum(traj.reward, axis=0)                                  # 0 on padding
   ep_length = jnp.sum(traj.mask.astype(jnp.float32), axis=0)
   num_ended = jnp.maximum(jnp.sum(ended.astype(jnp.float32)), 1.0)
   recent, recent_count = _push_recent(state.recent_returns, state.recent_count, ep_return,

@@ -80,9 +80,9 @@ class Transition:
   terminated: Array
   truncated: Array
   mask: Array
-  returned: Array
-  returned_return: Array
-  returned_length: Array
+  returned: Array | None = None
+  returned_return: Array | None = None
+  returned_length: Array | None = None
   next_obs: Array | None = None
 
 
@@ -222,8 +222,10 @@ def episode_rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, car
     axis_name: name of an enclosing vmap axis (seeds) to stop together with, or None.
   Returns:
     (carry at the first step of the next episodes, Transition of [T, N] arrays with
-    ``next_obs=None``, final_obs [N, ...]: the observation each episode ended in, for
-    bootstrapping a truncated episode, steps_run: the number of loop iterations).
+    ``next_obs`` and the ``returned*`` fields None (an episode's return and length are the sums
+    of its column's reward and mask; the carry holds the episode statistics), final_obs
+    [N, ...]: the observation each episode ended in, for bootstrapping a truncated episode,
+    steps_run: the number of loop iterations).
   """
   num_envs = carry.obs.shape[0]
   buffer_steps = num_steps if buffer_steps is None else buffer_steps
@@ -235,7 +237,10 @@ def episode_rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, car
   step_shapes = jax.eval_shape(
       lambda c, k: _env_step(env, env_params, policy_fn, c, alive0, k, auto_reset)[1], carry,
       key)
-  step_shapes = step_shapes.replace(next_obs=None)
+  # Stored per step: what the update reads. Episode statistics live in the carry, and an
+  # episode's return and length are the column sums of reward and mask.
+  unstored = dict(next_obs=None, returned=None, returned_return=None, returned_length=None)
+  step_shapes = step_shapes.replace(**unstored)
   buffers = jax.tree.map(lambda s: jnp.zeros((buffer_steps,) + s.shape, s.dtype), step_shapes)
 
   def cond(c):
@@ -253,8 +258,8 @@ def episode_rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, car
     env_carry = _select(alive, new_carry, env_carry)
     alive = jnp.logical_and(alive, jnp.logical_not(ended))
     # Padding rows are all zeros however long the loop runs (it may run on for other seeds).
-    tr = _select(tr.mask, tr.replace(next_obs=None),
-                 jax.tree.map(jnp.zeros_like, tr.replace(next_obs=None)))
+    tr = tr.replace(**unstored)
+    tr = _select(tr.mask, tr, jax.tree.map(jnp.zeros_like, tr))
     buf = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, t, 0), buf, tr)
     return t + 1, env_carry, alive, final_obs, buf
 
