@@ -135,18 +135,25 @@ def uses_base_step(env) -> bool:
   return getattr(type(env), "step", None) is environment.Environment.step
 
 
+def _step_keys(key: chex.PRNGKey, num_steps: int, num_envs: int):
+  """All keys a rollout needs, drawn at once: [T] for the policy, [T, N] for the environments.
+
+  (One batched draw instead of several small ones per step: on CPU each jax.random call in a
+  loop body is itself a small loop, which dominated the cost of a step.)
+  """
+  key_act, key_env = jax.random.split(key)
+  return jax.random.split(key_act, num_steps), jax.random.split(key_env, (num_steps, num_envs))
+
+
 def _env_step(env, env_params, policy_fn: PolicyFn, carry: EnvCarry, alive: Array,
-              key: chex.PRNGKey, auto_reset: bool = True):
+              key_act: chex.PRNGKey, env_keys: chex.PRNGKey, auto_reset: bool = True):
   """Acts in N environments, updates the episode statistics of the live ones.
 
   With ``auto_reset=False`` the environments take gymnax's transition without its auto-reset
   (``step_env`` and ``is_truncated``, exactly what ``Environment.step`` computes before it
   resets): an environment that is done stays in its final state and ``obs`` is the final one.
   """
-  num_envs = alive.shape[0]
-  key_act, key_env = jax.random.split(key)
   action = policy_fn(key_act, carry.obs)
-  env_keys = jax.random.split(key_env, num_envs)
   if auto_reset:
     obs, env_state, reward, terminated, truncated, info = jax.vmap(
         env.step, in_axes=(0, 0, 0, None))(env_keys, carry.env_state, action, env_params)
@@ -234,9 +241,10 @@ def episode_rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, car
   auto_reset = not uses_base_step(env)
   key_loop, key_reset = jax.random.split(key)
   alive0 = jnp.ones((num_envs,), bool)
+  act_keys, env_keys = _step_keys(key_loop, num_steps, num_envs)
   step_shapes = jax.eval_shape(
-      lambda c, k: _env_step(env, env_params, policy_fn, c, alive0, k, auto_reset)[1], carry,
-      key)
+      lambda c, ka, ke: _env_step(env, env_params, policy_fn, c, alive0, ka, ke, auto_reset)[1],
+      carry, act_keys[0], env_keys[0])
   # Stored per step: what the update reads. Episode statistics live in the carry, and an
   # episode's return and length are the column sums of reward and mask.
   unstored = dict(next_obs=None, returned=None, returned_return=None, returned_length=None)
@@ -249,8 +257,8 @@ def episode_rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, car
 
   def body(c):
     t, env_carry, alive, final_obs, buf = c
-    new_carry, tr = _env_step(env, env_params, policy_fn, env_carry, alive,
-                              jax.random.fold_in(key_loop, t), auto_reset)
+    new_carry, tr = _env_step(env, env_params, policy_fn, env_carry, alive, act_keys[t],
+                              env_keys[t], auto_reset)
     ended = tr.returned
     final_obs = _select(ended, tr.next_obs, final_obs)
     # Freeze finished environments (at gymnax's reset state, or at their final state when the
@@ -283,7 +291,7 @@ def rollout(env, env_params, policy_fn: PolicyFn, key: chex.PRNGKey, carry: EnvC
   """
   alive = jnp.ones((carry.obs.shape[0],), bool)
 
-  def step(c, key_t):
-    return _env_step(env, env_params, policy_fn, c, alive, key_t)
+  def step(c, keys_t):
+    return _env_step(env, env_params, policy_fn, c, alive, *keys_t)
 
-  return jax.lax.scan(step, carry, jax.random.split(key, num_steps))
+  return jax.lax.scan(step, carry, _step_keys(key, num_steps, carry.obs.shape[0]))
