@@ -62,12 +62,16 @@ flags.DEFINE_integer("total_updates", _D.total_updates,
                      "If > 0, the budget is this many updates instead of --total_env_steps.")
 flags.DEFINE_integer("num_chunks", _D.num_chunks,
                      "The budget is run in this many equal chunks; after each: a progress line, "
-                     "metrics.jsonl lines, and a checkpoint every --checkpoint_every chunks.")
+                     "metrics.jsonl lines, and a checkpoint every --checkpoint_every chunks. "
+                     "Seeds wait for the slowest at each chunk end, so fewer chunks waste less.")
+flags.DEFINE_integer("points_per_chunk", _D.points_per_chunk,
+                     "Learning-curve points recorded inside each chunk (return of the update "
+                     "that reaches each mark), for return.png and the area under the curve.")
 flags.DEFINE_integer("seeds", 8, "Number of seeds, vmapped in one program.")
 flags.DEFINE_integer("seed", 0, "First seed: seed i uses jax.random.key(seed + i).")
 flags.DEFINE_string("workdir", "runs/reinforce", "Output directory; rerunning with the same "
                     "flags resumes from its latest checkpoint.")
-flags.DEFINE_integer("checkpoint_every", 5, "Checkpoint every this many chunks (and at the end).")
+flags.DEFINE_integer("checkpoint_every", 1, "Checkpoint every this many chunks (and at the end).")
 flags.DEFINE_float("target_return", None, "Return a seed's last-100-episode average must reach "
                    "to count as solved in results.json; default: Gym's threshold for the env "
                    "(CartPole-v1 475, Acrobot-v1 -100, MountainCar-v0 -110), else none.")
@@ -93,7 +97,8 @@ def config_from_flags() -> reinforce.ReinforceConfig:
       value_hidden_sizes=_sizes(FLAGS.value_hidden_sizes, "value_hidden_sizes"),
       activation=FLAGS.activation, entropy_coef=FLAGS.entropy_coef,
       max_grad_norm=FLAGS.max_grad_norm, total_env_steps=FLAGS.total_env_steps,
-      total_updates=FLAGS.total_updates, num_chunks=FLAGS.num_chunks)
+      total_updates=FLAGS.total_updates, num_chunks=FLAGS.num_chunks,
+      points_per_chunk=FLAGS.points_per_chunk)
 
 
 def target_return(config: reinforce.ReinforceConfig, flag_value: float | None) -> float | None:
@@ -115,30 +120,40 @@ def make_experiment(config: reinforce.ReinforceConfig, name: str = "reinforce"
       resume_may_change=("checkpoint_every", "target_return"))
 
 
+def curves(history: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+  """[n_seeds, num_chunks * points_per_chunk]: a per-chunk curve metric laid end to end."""
+  stacked = runner.stack_history(history, key)                 # [chunks, seeds, points]
+  return np.concatenate(list(stacked), axis=-1)
+
+
 def summarize(history: list[dict[str, np.ndarray]], seeds: np.ndarray,
               target: float | None) -> dict:
   """Per-seed and aggregate results of a run from its per-chunk history."""
-  last100 = runner.stack_history(history, "return_last100")        # [chunks, seeds]
-  steps = runner.stack_history(history, "env_steps")
-  ret = runner.stack_history(history, "episode_return")
-  final = last100[-1]
+  final = runner.stack_history(history, "return_last100")[-1]
+  ret = curves(history, "curve_return")
   mean, half = runner.stats.mean_ci(final)
+  auc = ret.mean(axis=1)
+  auc_mean, auc_half = runner.stats.mean_ci(auc)
   out = {
       "seeds": [int(s) for s in seeds],
-      "env_steps": [int(s) for s in steps[-1]],
+      "env_steps": [int(s) for s in runner.stack_history(history, "env_steps")[-1]],
       "updates": [int(u) for u in runner.stack_history(history, "updates")[-1]],
       "final_return_last100": [round(float(x), 2) for x in final],
       "final_return_last100_mean": round(mean, 2),
       "final_return_last100_ci95": round(half, 2),
       "final_return_last100_iqm": round(float(runner.stats.iqm(final)), 2),
-      # Area under the curve: the mean over chunks of the chunk's episodic return (chunks are
-      # equal env-step intervals), i.e. the average return over training.
-      "auc_return": [round(float(x), 2) for x in ret.mean(axis=0)],
+      # Area under the learning curve, normalized: the mean of the episodic return over the
+      # curve's points, which are equally spaced in env steps (= the average return in training).
+      "auc_return": [round(float(x), 2) for x in auc],
+      "auc_return_mean": round(auc_mean, 2),
+      "auc_return_ci95": round(auc_half, 2),
+      "auc_return_iqm": round(float(runner.stats.iqm(auc)), 2),
   }
   if target is not None:
-    reached = last100 >= target
-    first = [int(steps[np.argmax(reached[:, i]), i]) if reached[:, i].any() else None
-             for i in range(last100.shape[1])]
+    last100 = curves(history, "curve_return_last100")
+    steps = curves(history, "curve_env_steps")
+    first = [int(steps[i, np.argmax(row >= target)]) if np.any(row >= target) else None
+             for i, row in enumerate(last100)]
     out.update(target_return=target, steps_to_target=first,
                seeds_reaching_target=int(sum(f is not None for f in first)))
   return out
@@ -147,16 +162,17 @@ def summarize(history: list[dict[str, np.ndarray]], seeds: np.ndarray,
 def plot_returns(path: str, history: list[dict[str, np.ndarray]], config, title: str) -> str:
   """Episodic return vs env steps: mean (left) and IQM (right) over seeds with 95 % CI bands."""
   import matplotlib.pyplot as plt  # noqa: PLC0415 (after runner.plots selected Agg)
-  x = np.array([config.chunk_end(c) for c in range(1, len(history) + 1)], np.float64)
-  ret = runner.stack_history(history, "episode_return").T           # [seeds, chunks]
-  last100 = runner.stack_history(history, "return_last100").T
+  marks = config.curve_marks()
+  ret = curves(history, "curve_return")
+  last100 = curves(history, "curve_return_last100")
+  x = np.asarray(marks[:ret.shape[1]], np.float64)
   fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120, sharey=True)
   for ax, statistic in zip(axes, ("mean", "iqm")):
-    runner.plots.band(ax, x, ret, label="episodes of the chunk", statistic=statistic)
+    runner.plots.band(ax, x, ret, label="episodes of the update", statistic=statistic)
     runner.plots.band(ax, x, last100, label="last 100 episodes", statistic=statistic)
-    ax.set_title(f"{statistic.upper() if statistic == 'iqm' else 'mean'} over "
-                 f"{ret.shape[0]} seeds, 95% bootstrap CI")
-    ax.set_xlabel("env steps per seed" if config.total_updates == 0 else "updates (chunk end)")
+    ax.set_title(f"{'IQM' if statistic == 'iqm' else 'mean'} over {ret.shape[0]} seeds, "
+                 "95% bootstrap CI")
+    ax.set_xlabel("env steps per seed" if config.total_updates == 0 else "updates")
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("episodic return")
   axes[0].legend(loc="lower right")

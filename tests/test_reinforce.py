@@ -162,10 +162,10 @@ def small_runs():
   many_fn = jax.jit(jax.vmap(traced, axis_name=runner.SEED_AXIS))
   keys = runner.seed_keys(5, 3)
   many = jax.jit(jax.vmap(init))(keys)
-  many_first = None
-  for i in range(_SMALL.num_chunks):
-    many, _ = many_fn(many)
-    many_first = many if i == 0 else many_first
+  history = []
+  for _ in range(_SMALL.num_chunks):
+    many, metrics = many_fn(many)
+    history.append(jax.device_get(metrics))
   one_fn = jax.jit(chunk)   # unbatched: the seed axis is not bound, each loop runs on its own
   one_init = jax.jit(init)
   singles = []
@@ -174,11 +174,11 @@ def small_runs():
     for _ in range(_SMALL.num_chunks):
       s, _ = one_fn(s)
     singles.append(s)
-  return many, singles, many_fn
+  return many, singles, many_fn, history
 
 
 def test_seed_i_of_vmapped_run_equals_a_single_run_with_its_key(small_runs):
-  many, singles, _ = small_runs
+  many, singles, _, _ = small_runs
   for i, single in enumerate(singles):
     np.testing.assert_array_equal(many.env_steps[i], single.env_steps)
     np.testing.assert_array_equal(many.update[i], single.update)
@@ -188,7 +188,7 @@ def test_seed_i_of_vmapped_run_equals_a_single_run_with_its_key(small_runs):
 
 
 def test_seeds_do_not_share_randomness(small_runs):
-  many, _, _ = small_runs
+  many, _, _, history = small_runs
   # Different initial parameters, different environments, different experience.
   w = many.policy_params["params"]["MLP_0"]["Dense_0"]["kernel"]
   assert not np.allclose(w[0], w[1]) and not np.allclose(w[1], w[2])
@@ -200,7 +200,7 @@ def test_seeds_do_not_share_randomness(small_runs):
 
 
 def test_chunks_do_not_retrace(small_runs):
-  many, _, many_fn = small_runs
+  many, _, many_fn, _ = small_runs
   # chex.assert_max_traces(n=1) wraps the chunk: a retrace on any call would raise here.
   for _ in range(2):
     many, metrics = many_fn(many)
@@ -208,11 +208,20 @@ def test_chunks_do_not_retrace(small_runs):
 
 
 def test_budget_is_met_and_respected(small_runs):
-  many, _, _ = small_runs
+  many, _, _, history = small_runs
   steps = np.asarray(many.env_steps)
   # The run stops at the first update that reaches the budget: under one update's max steps over.
   assert np.all(steps >= _SMALL.total_env_steps)
   assert np.all(steps < _SMALL.total_env_steps + _SMALL.num_envs * 30)
+  # The learning curve: each point is recorded by the first update (of its chunk) that ends at
+  # or past its mark: within two updates (of at most num_envs * 30 steps) of it.
+  marks = np.asarray(_SMALL.curve_marks())
+  at = np.concatenate([h["curve_env_steps"] for h in history], axis=-1)      # [seeds, points]
+  assert at.shape == (3, _SMALL.num_chunks * _SMALL.points_per_chunk)
+  assert np.all(at >= marks) and np.all(at < marks + 2 * _SMALL.num_envs * 30)
+  assert np.all(np.diff(at, axis=1) >= 0)
+  ret = np.concatenate([h["curve_return"] for h in history], axis=-1)
+  assert np.all((ret >= 1) & (ret <= 30))   # CartPole returns within the 30-step limit
 
 
 @pytest.mark.parametrize("change,match", [

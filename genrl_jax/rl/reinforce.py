@@ -78,7 +78,9 @@ class ReinforceConfig:
     total_env_steps: budget of real env steps per seed.
     total_updates: if > 0, the budget is this many updates instead (total_env_steps ignored).
     num_chunks: the budget is run in this many equal chunks (progress line, metrics and
-      checkpoint after each).
+      checkpoint after each). Seeds wait for each other at chunk ends (the extra updates of a
+      seed that is done are discarded): fewer chunks waste less.
+    points_per_chunk: points of the learning curve recorded inside each chunk.
   """
   env_id: str = "CartPole-v1"
   max_episode_steps: int = 0
@@ -96,7 +98,8 @@ class ReinforceConfig:
   max_grad_norm: float = 0.0
   total_env_steps: int = 1_000_000
   total_updates: int = 0
-  num_chunks: int = 50
+  num_chunks: int = 10
+  points_per_chunk: int = 10
 
   @property
   def budget(self) -> int:
@@ -105,6 +108,15 @@ class ReinforceConfig:
   def chunk_end(self, chunk: int) -> int:
     """The counter value (env steps or updates) at which chunk ``chunk`` (1-based) ends."""
     return -(-self.budget * chunk // self.num_chunks)
+
+  def curve_marks(self) -> list[int]:
+    """The counter values (env steps or updates) of the recorded learning-curve points."""
+    out = []
+    for c in range(self.num_chunks):
+      start, end = self.chunk_end(c), self.chunk_end(c + 1)
+      out += [start + (end - start) * j // self.points_per_chunk
+              for j in range(1, self.points_per_chunk + 1)]
+    return out
 
   def validate(self) -> None:
     """Raises UserError naming the first bad field and its valid range."""
@@ -134,6 +146,8 @@ class ReinforceConfig:
     if self.budget >= 2**31:
       raise UserError(f"the budget {self.budget} does not fit the int32 step counter; "
                       "use fewer than 2**31 steps per seed")
+    if self.points_per_chunk < 1:
+      raise UserError(f"--points_per_chunk must be >= 1, got {self.points_per_chunk}")
     if not 1 <= self.num_chunks <= self.budget:
       raise UserError(f"--num_chunks must be in [1, {self.budget}] (the budget), "
                       f"got {self.num_chunks}")
@@ -419,6 +433,8 @@ def collect_and_grad(setup: "Setup", state: ReinforceState):
     adv = compute_advantages(returns, mask, cfg.baseline, values, cfg.normalize_advantages)
   g_pi, g_v, adv, terms = batch_gradients(setup, state.policy_params, state.value_params, traj,
                                           adv, returns, num_blocks)
+  # Environment steps simulated, padding included (the loop ran steps_run steps for N envs).
+  terms["simulated_steps"] = steps_run.astype(jnp.float32) * traj.mask.shape[1]
   return key, env_carry, traj, returns, adv, g_pi, g_v, terms
 
 
@@ -475,11 +491,16 @@ def run_chunk(setup: Setup, state: ReinforceState) -> tuple[ReinforceState, dict
   depend on the others.
   """
   cfg = setup.config
-  ends = jnp.asarray([cfg.chunk_end(c) for c in range(1, cfg.num_chunks + 1)], jnp.int32)
-  end = ends[jnp.minimum(state.chunk, cfg.num_chunks - 1)]
+  ends = jnp.asarray([cfg.chunk_end(c) for c in range(cfg.num_chunks + 1)], jnp.int32)
+  index = jnp.minimum(state.chunk, cfg.num_chunks - 1)
+  start, end = ends[index], ends[index + 1]
+  # The learning curve inside the chunk: the first update of the chunk that ends at or past each
+  # of these marks records its episodes' mean return and the last-100 average.
+  points = cfg.points_per_chunk
+  marks = start + ((end - start) * jnp.arange(1, points + 1)) // points      # [P]
   counter = (lambda s: s.update) if cfg.total_updates > 0 else (lambda s: s.env_steps)
   keys = ("episodes", "return_sum", "length_sum", "policy_loss", "entropy", "value_loss",
-          "grad_norm")
+          "grad_norm", "simulated_steps")
 
   def cond(carry):
     s, _ = carry
@@ -489,14 +510,25 @@ def run_chunk(setup: Setup, state: ReinforceState) -> tuple[ReinforceState, dict
     s, acc = carry
     active = counter(s) < end
     new_s, m = update_step(setup, s)
+    crossed = active & ~acc["recorded"] & (marks <= counter(new_s))             # [P]
     s = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_s, s)
     acc = {k: acc[k] + jnp.where(active, m[k], 0.0) for k in keys} | {
         "updates": acc["updates"] + active.astype(jnp.float32),
         "grad_norm_max": jnp.maximum(acc["grad_norm_max"], jnp.where(active, m["grad_norm"],
-                                                                      0.0))}
+                                                                      0.0)),
+        "curve_return": jnp.where(crossed, m["return_sum"] / jnp.maximum(m["episodes"], 1.0),
+                                  acc["curve_return"]),
+        "curve_return_last100": jnp.where(crossed, return_last100(new_s),
+                                          acc["curve_return_last100"]),
+        "curve_env_steps": jnp.where(crossed, new_s.env_steps, acc["curve_env_steps"]),
+        "recorded": acc["recorded"] | crossed}
     return s, acc
 
   acc0 = {k: jnp.zeros((), jnp.float32) for k in keys + ("updates", "grad_norm_max")}
+  acc0 |= {k: jnp.zeros((points,), jnp.float32)
+           for k in ("curve_return", "curve_return_last100")}
+  acc0["curve_env_steps"] = jnp.zeros((points,), jnp.int32)
+  acc0["recorded"] = jnp.zeros((points,), bool)
   state, acc = jax.lax.while_loop(cond, body, (state, acc0))
   state = state.replace(chunk=state.chunk + 1)
   num_updates = jnp.maximum(acc["updates"], 1.0)
@@ -509,11 +541,15 @@ def run_chunk(setup: Setup, state: ReinforceState) -> tuple[ReinforceState, dict
       "env_steps": state.env_steps,
       "updates": state.update,
       "updates_in_chunk": acc["updates"],
+      "simulated_steps_in_chunk": acc["simulated_steps"],
       "policy_loss": acc["policy_loss"] / num_updates,
       "entropy": acc["entropy"] / num_updates,
       "value_loss": acc["value_loss"] / num_updates,
       "grad_norm": acc["grad_norm"] / num_updates,
       "grad_norm_max": acc["grad_norm_max"],
+      "curve_return": acc["curve_return"],
+      "curve_return_last100": acc["curve_return_last100"],
+      "curve_env_steps": acc["curve_env_steps"],
   }
   return state, metrics
 
