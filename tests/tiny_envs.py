@@ -7,6 +7,7 @@ from flax import struct
 from gymnax.environments import environment, spaces
 
 CHAIN_ID = "Chain-test"
+CHAIN1_ID = "Chain1-test"
 
 
 @struct.dataclass
@@ -72,3 +73,10 @@ def register_chain() -> str:
   if CHAIN_ID not in gymnax.registered_envs:
     gymnax.registration.register(CHAIN_ID, lambda **kw: Chain(goal=3, max_steps=5))
   return CHAIN_ID
+
+
+def register_one_step_chain() -> str:
+  """Registers Chain(goal=3, max_steps=1) as "Chain1-test": one-step episodes, a 2-arm bandit."""
+  if CHAIN1_ID not in gymnax.registered_envs:
+    gymnax.registration.register(CHAIN1_ID, lambda **kw: Chain(goal=3, max_steps=1))
+  return CHAIN1_ID

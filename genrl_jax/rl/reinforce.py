@@ -42,6 +42,7 @@ from typing import Any
 
 import chex
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import optax
 from flax import struct
@@ -552,6 +553,30 @@ def run_chunk(setup: Setup, state: ReinforceState) -> tuple[ReinforceState, dict
       "curve_env_steps": acc["curve_env_steps"],
   }
   return state, metrics
+
+
+def gradient_variance(config: ReinforceConfig, state: ReinforceState, key: chex.PRNGKey,
+                      num_samples: int) -> tuple[Array, Array]:
+  """Spread of the policy-gradient estimate of ``config`` at ``state``'s networks.
+
+  Draws ``num_samples`` independent batches (fresh environment resets and rollouts, the same
+  policy and value parameters) and returns the total variance of the estimate, tr Cov[g] =
+  sum_i Var[g_i], and the squared norm of its mean, ||E[g]||^2: a lower tr Cov[g] at the same
+  policy is the variance reduction a baseline or reward-to-go buys (Greensmith et al. 2004).
+
+  Returns:
+    (tr Cov[g], ||mean g||^2), scalars.
+  """
+  setup = make_setup(config, seed_axis="samples")
+
+  def one(k):
+    key_env, key_run = jax.random.split(k)
+    env = rollout.reset(setup.env, setup.env_params, key_env, config.num_envs)
+    g = collect_and_grad(setup, state.replace(key=key_run, env=env))[5]
+    return jax.flatten_util.ravel_pytree(g)[0]
+
+  grads = jax.jit(jax.vmap(one, axis_name="samples"))(jax.random.split(key, num_samples))
+  return jnp.sum(jnp.var(grads, axis=0, ddof=1)), jnp.sum(jnp.square(jnp.mean(grads, axis=0)))
 
 
 def make_train(config: ReinforceConfig, seed_axis: str | None = SEED_AXIS):
