@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -184,6 +186,25 @@ def test_bootstrap_ci_of_mean_matches_normal_theory():
   expected_half = scipy.stats.norm.ppf(0.975) * x.std(ddof=1) / np.sqrt(len(x))
   assert mean == pytest.approx(x.mean())
   assert half == pytest.approx(expected_half, rel=0.1)
+
+
+def test_flags_dict_finds_the_flags_of_a_script_run_as_main(tmp_path):
+  # absl files a main module's flags under sys.argv[0] (the script's path), not "__main__".
+  script = tmp_path / "script.py"
+  script.write_text(
+      "import json\n"
+      "from absl import flags\n"
+      "from genrl_jax import run as runner\n"
+      "_WIDTH = flags.DEFINE_integer('width', 3, 'A width.')\n"
+      "def main(argv):\n"
+      "  print(json.dumps(runner.flags_dict(flags.FLAGS)))\n"
+      "runner.cli_main(main)\n")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, str(script), "--width=7"], capture_output=True,
+                        text=True, timeout=120, cwd=tmp_path,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": repo})
+  assert proc.returncode == 0, proc.stderr
+  assert json.loads(proc.stdout.splitlines()[-1]) == {"width": 7}
 
 
 def test_bootstrap_ci_of_a_long_curve_is_its_columns_one_by_one(monkeypatch):
