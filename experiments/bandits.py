@@ -21,10 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax import run as runner
+from genrl_jax.run import info
+from genrl_jax.run.runner import RUN_INFO_FILE
 from genrl_jax.rl import bandits
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bandits",
-                               "Directory for the plot (bandits_<env>.png) and results.json.")
+                               "Directory for the plot (bandits_<env>.png), results.json and "
+                               "run_info.json.")
 _SEED = flags.DEFINE_integer("seed", 0, "Root PRNG seed.")
 _ENV = flags.DEFINE_enum("env", "testbed", ("testbed",) + bandits.GYMNAX_BANDITS,
                          "'testbed' (S&B's k-armed testbed) or a gymnax bandit environment "
@@ -95,6 +98,8 @@ def main(argv):
                            "flags look like --epsilons=0,0.1")
   epsilons = _check_flags()
   os.makedirs(_WORKDIR.value, exist_ok=True)
+  info.write(os.path.join(_WORKDIR.value, RUN_INFO_FILE), "bandits",
+             runner.flags_dict(flags.FLAGS), seed=_SEED.value, seeds=_RUNS.value)
   trace, compile_seconds, seconds = simulate(jax.random.key(_SEED.value), epsilons)
   reward, optimal = np.asarray(trace.reward), np.asarray(trace.optimal)
   arms = _ARMS.value if _ENV.value == "testbed" else 2
@@ -126,11 +131,8 @@ def main(argv):
       title=f"{_ENV.value}, {_RUNS.value} runs, {update}, Q_1={_INITIAL_VALUE.value}")
   print(f"  plot: {png}")
   with open(os.path.join(_WORKDIR.value, "results.json"), "w") as f:
-    json.dump({"flags": {"env": _ENV.value, "runs": _RUNS.value, "steps": _STEPS.value,
-                         "arms": arms, "update": _UPDATE.value, "step_size": _STEP_SIZE.value,
-                         "initial_value": _INITIAL_VALUE.value, "seed": _SEED.value},
-               "seconds": seconds,
-               "compile_seconds": compile_seconds, "epsilons": results}, f, indent=1)
+    json.dump({"arms": arms, "seconds": seconds, "compile_seconds": compile_seconds,
+               "epsilons": results}, f, indent=1)  # the flags are in run_info.json.
 
 
 if __name__ == "__main__":

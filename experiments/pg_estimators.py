@@ -26,12 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax import run as runner
+from genrl_jax.run import info
+from genrl_jax.run.runner import RUN_INFO_FILE
 from genrl_jax.rl import tabular
 from genrl_jax.rl import tabular_pg
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/pg_estimators",
-                               "Directory for the plots (estimators.png, learning_curves.png) "
-                               "and results.json.")
+                               "Directory for the plots (estimators.png, learning_curves.png), "
+                               "results.json and run_info.json.")
 _SEED = flags.DEFINE_integer("seed", 0, "Root PRNG seed.")
 _EPISODES = flags.DEFINE_integer("episodes", 100_000,
                                  "Episodes for the estimator comparison (a multiple of --batch).")
@@ -218,6 +220,8 @@ def main(argv):
   p_right = _check_flags()
   jax.config.update("jax_enable_x64", True)
   os.makedirs(_WORKDIR.value, exist_ok=True)
+  info.write(os.path.join(_WORKDIR.value, RUN_INFO_FILE), "pg_estimators",
+             runner.flags_dict(flags.FLAGS), seed=_SEED.value, seeds=_SEEDS.value)
   k_est, k_learn = jax.random.split(jax.random.key(_SEED.value))
   results = {"estimators": estimator_comparison(
       k_est, p_right, _GAMMA.value, _EPISODES.value, _BATCH.value, _MAX_STEPS.value,

@@ -21,10 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax import run as runner
+from genrl_jax.run import info
+from genrl_jax.run.runner import RUN_INFO_FILE
 from genrl_jax.rl import tabular
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/tabular",
-                               "Directory for the J(p) plot (corridor_J.png) and results.json.")
+                               "Directory for the J(p) plot (corridor_J.png), results.json and "
+                               "run_info.json.")
 _GAMMAS = flags.DEFINE_list("gammas", ["0.1", "0.99"],
                             "Discounts for the chain MDP, comma-separated, each in [0, 1).")
 _TABLE_STEP = flags.DEFINE_float("table_step", 0.05,
@@ -131,6 +134,8 @@ def main(argv):
     raise runner.UserError(f"--grid must be at least 3, got {_GRID.value}")
   jax.config.update("jax_enable_x64", True)
   os.makedirs(_WORKDIR.value, exist_ok=True)
+  info.write(os.path.join(_WORKDIR.value, RUN_INFO_FILE), "tabular",
+             runner.flags_dict(flags.FLAGS), seed=0, seeds=0)  # exact: no randomness.
   results = {"chain": chain_report(gammas),
              "corridor": corridor_report(_WORKDIR.value, _TABLE_STEP.value, _GRID.value)}
   with open(os.path.join(_WORKDIR.value, "results.json"), "w") as f:

@@ -98,7 +98,9 @@ def test_experiment_end_to_end(tmp_path):
   assert proc.returncode == 0, proc.stderr
   results = json.loads((tmp_path / "results.json").read_text())
   assert set(results["epsilons"]) == {"0.0", "0.1"}
-  assert results["flags"]["update"] == "constant" and results["flags"]["initial_value"] == 2.0
+  assert results["arms"] == 10
+  config = json.loads((tmp_path / "run_info.json").read_text())["config"]
+  assert config["update"] == "constant" and config["initial_value"] == 2.0 and config["runs"] == 64
   assert (tmp_path / "bandits_testbed.png").stat().st_size > 1000
 
 
