@@ -14,6 +14,7 @@ Sources:
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import chex
@@ -21,7 +22,8 @@ import jax
 import jax.numpy as jnp
 
 Array = chex.Array
-LOG_2PI = jnp.log(2.0 * jnp.pi)
+# A Python float (weakly typed): exact in float64, not a float32 array frozen at import.
+LOG_2PI = math.log(2.0 * math.pi)
 
 # ---------------------------------------------------------------------------------------------
 # Gaussians, likelihoods, variational bounds.
@@ -38,6 +40,11 @@ def gaussian_kl(mean_q: Array, log_var_q: Array, mean_p: Array | float = 0.0,
   With the standard-normal prior (mean_p = 0, log_var_p = 0) this is Kingma & Welling (2013),
   appendix B: -1/2 sum_j (1 + log s_q^2 - mu_q^2 - s_q^2).
 
+  Computed as 1/2 sum_j [ expm1(d_j) - d_j + (mu_q - mu_p)^2 / s_p^2 ], d_j = log s_q^2 - log s_p^2,
+  which is the same sum with every term non-negative: accurate (and never negative) when q is
+  close to p, e.g. for collapsed latent units, where the textbook form cancels catastrophically
+  in float32.
+
   Args:
     mean_q: [D] mean of q.
     log_var_q: [D] log-variance log s_q^2 of q.
@@ -50,9 +57,9 @@ def gaussian_kl(mean_q: Array, log_var_q: Array, mean_p: Array | float = 0.0,
   chex.assert_equal_shape([mean_q, log_var_q])
   mean_p = jnp.broadcast_to(mean_p, mean_q.shape)
   log_var_p = jnp.broadcast_to(log_var_p, mean_q.shape)
-  var_ratio = jnp.exp(log_var_q - log_var_p)
+  log_var_ratio = log_var_q - log_var_p
   mahalanobis = jnp.square(mean_q - mean_p) * jnp.exp(-log_var_p)
-  return 0.5 * jnp.sum(log_var_p - log_var_q + var_ratio + mahalanobis - 1.0)
+  return 0.5 * jnp.sum(jnp.expm1(log_var_ratio) - log_var_ratio + mahalanobis)
 
 
 def reparameterize(key: chex.PRNGKey, mean: Array, log_var: Array, num_samples: int = 1) -> Array:

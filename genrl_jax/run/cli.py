@@ -31,13 +31,14 @@ def flags_dict(flag_values, module_names: tuple[str, ...] | None = None) -> dict
   """The values of the flags defined by the running program's own modules (not absl's/jax's)."""
   out = {}
   by_module = flag_values.flags_by_module_dict()
+  # absl files the flags of the main module (``python -m experiments.x`` or a script) under
+  # sys.argv[0], the script's path, not under "__main__".
+  main_names = {"__main__", sys.argv[0]}
   for module, module_flags in by_module.items():
     if module_names is not None and module not in module_names:
       continue
-    # absl files the flags of the program run with `python -m pkg.mod` (or as a script) under
-    # the path of its file, e.g. /.../experiments/vae.py, not under its module name.
-    if module_names is None and not (module.startswith("experiments") or module == "__main__"
-                                     or module.startswith("genrl_jax") or module.endswith(".py")):
+    if module_names is None and not (module.startswith("experiments") or module in main_names
+                                     or module.startswith("genrl_jax")):
       continue
     for f in module_flags:
       out[f.name] = f.value
