@@ -166,7 +166,7 @@ def plot_returns(path: str, history: list[dict[str, np.ndarray]], config, title:
   ret = curves(history, "curve_return")
   last100 = curves(history, "curve_return_last100")
   x = np.asarray(marks[:ret.shape[1]], np.float64)
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120, sharey=True)
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
   for ax, statistic in zip(axes, ("mean", "iqm")):
     runner.plots.band(ax, x, ret, label="episodes of the update", statistic=statistic)
     runner.plots.band(ax, x, last100, label="last 100 episodes", statistic=statistic)
@@ -177,10 +177,7 @@ def plot_returns(path: str, history: list[dict[str, np.ndarray]], config, title:
   axes[0].set_ylabel("episodic return")
   axes[0].legend(loc="lower right")
   fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return runner.plots.save(fig, path)
 
 
 def train(config: reinforce.ReinforceConfig, *, seeds: int, seed: int, workdir: str,

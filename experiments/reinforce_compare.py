@@ -75,7 +75,7 @@ def measure_variances(base: reinforce.ReinforceConfig, seeds: int, seed: int, ch
 
 def plot_compare(path: str, config, histories: dict, title: str) -> str:
   import matplotlib.pyplot as plt  # noqa: PLC0415 (after runner.plots selected Agg)
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, sharey=True)
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
   for ax, statistic in zip(axes, ("mean", "iqm")):
     for (name, label, _, _) in VARIANTS:
       ret = single.curves(histories[name], "curve_return")
@@ -87,10 +87,7 @@ def plot_compare(path: str, config, histories: dict, title: str) -> str:
   axes[0].set_ylabel("episodic return")
   axes[0].legend(loc="lower right")
   fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return runner.plots.save(fig, path)
 
 
 def table(summaries: dict, variances: dict | None, seeds: int, target: float | None) -> str:

@@ -319,3 +319,34 @@ def test_sample_actions_follows_the_softmax():
   pi = np.asarray(jax.nn.softmax(logits))
   # Binomial standard errors are below 1.2e-3 here; allow 5 of them.
   np.testing.assert_allclose(freq, pi, atol=6e-3)
+
+
+# --- The entry points as a user runs them. --------------------------------------------------
+
+
+def test_compare_experiment_end_to_end(tmp_path):
+  from experiment_cli import run_experiment  # noqa: PLC0415
+  proc = run_experiment("experiments.reinforce_compare", "--max_episode_steps=20", "--num_envs=4",
+                        "--total_env_steps=480", "--num_chunks=2", "--points_per_chunk=3",
+                        "--seeds=2", "--variance_samples=2", f"--workdir={tmp_path}")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  rows = [l for l in (tmp_path / "compare.md").read_text().splitlines()
+          if l.startswith("| ") and not l.startswith("| estimator")]
+  assert [r.split(" | ")[0] for r in rows] == [
+      "| total return G_0", "| reward-to-go G_t", "| reward-to-go G_t - v(s_t)"]
+  for name in ("total", "reward_to_go", "reward_to_go_value"):
+    summary = json.loads((tmp_path / name / "results.json").read_text())
+    assert len(summary["auc_return"]) == 2 and summary["env_steps"][0] >= 480
+    info = json.loads((tmp_path / name / "run_info.json").read_text())
+    assert info["config"]["estimator"] == ("total" if name == "total" else "reward_to_go")
+  variances = json.loads((tmp_path / "compare.json").read_text())["gradient_variance"]
+  assert all(v > 0 for vs in variances.values() for v in vs)
+  assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_bad_flags_are_one_line_errors(tmp_path):
+  from experiment_cli import assert_one_line_error, run_experiment  # noqa: PLC0415
+  assert_one_line_error(run_experiment("experiments.reinforce", "--env=Pendulum-v1",
+                                       f"--workdir={tmp_path}"), "--env")
+  assert_one_line_error(run_experiment("experiments.reinforce_compare", "--baseline=mean",
+                                       f"--workdir={tmp_path}"), "--baseline")
