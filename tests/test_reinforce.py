@@ -1,4 +1,4 @@
-"""REINFORCE: the update's gradient against a hand computation, seeds, retracing, kill-and-resume."""
+"""REINFORCE: the gradient against a hand computation, seeds, retracing, kill-and-resume."""
 
 import json
 import os

@@ -1,12 +1,12 @@
 """REINFORCE (Williams 1992) with reward-to-go and baselines, fully jitted.
 
-One update: N environments each play one whole episode (``rollout.episode_rollout``, a
-loop over at most the episode-length limit, steps after an episode's end masked), the returns are computed with
-``--estimator`` (the whole-episode return G_0, or the reward-to-go G_t), a baseline b(s_t) is
-subtracted (none, the batch mean, or a learned state value v_w(s_t)), and one Adam step is taken
-on the surrogate ``genrl_jax.losses.reinforce_surrogate``; the value network takes one Adam step
-on ``genrl_jax.losses.value_baseline_loss`` (Sutton & Barto 2018, §13.4, "REINFORCE with
-baseline").
+One update: N environments each play one whole episode (``rollout.episode_rollout``: a loop
+over at most the episode-length limit, the steps after an episode's end masked), the returns are
+computed with ``estimator`` (the whole-episode return G_0, or the reward-to-go G_t), a baseline
+b(s_t) is subtracted (none, the batch mean, or a learned state value v_w(s_t)), and one Adam step
+is taken on the surrogate ``genrl_jax.losses.reinforce_surrogate``; the value network takes one
+Adam step on ``genrl_jax.losses.value_baseline_loss`` (Sutton & Barto 2018, §13.4, "REINFORCE
+with baseline").
 
 Both losses are averaged over the batch's real (unmasked) steps, so the policy gradient is
 
@@ -144,9 +144,9 @@ class ReinforceConfig:
     if self.total_env_steps < 1 or self.total_updates < 0:
       raise UserError(f"--total_env_steps must be >= 1 and --total_updates >= 0, got "
                       f"{self.total_env_steps} and {self.total_updates}")
-    if self.budget >= 2**31:
+    if self.budget >= 2**30:
       raise UserError(f"the budget {self.budget} does not fit the int32 step counter; "
-                      "use fewer than 2**31 steps per seed")
+                      "use fewer than 2**30 per seed")
     if self.points_per_chunk < 1:
       raise UserError(f"--points_per_chunk must be >= 1, got {self.points_per_chunk}")
     if not 1 <= self.num_chunks <= self.budget:
