@@ -89,6 +89,7 @@ def _hand_gradients(obs, action, mask, w_pi, b_pi, w_v, b_v, estimator, baseline
     ("total", "none", False, 0.0),
     ("reward_to_go", "mean", True, 0.1),
     ("reward_to_go", "value", False, 0.0),
+    ("total", "value", True, 0.05),
 ])
 def test_update_gradient_equals_hand_computed_reinforce_gradient(estimator, baseline, normalize,
                                                                  entropy_coef):
@@ -196,6 +197,22 @@ def small_runs():
       s, _ = one_fn(s)
     singles.append(s)
   return many, singles, many_fn, history
+
+
+def test_runner_binds_the_seed_axis_the_loops_stop_on():
+  # A chunk sees runner.SEED_AXIS: a collective over it works (rollout.any_over_axis relies on
+  # this; without it the loops silently fall back to per-seed selects).
+  def init(key, data):
+    return {"x": jax.random.uniform(key)}
+
+  def chunk(state, data):
+    return state, {"n": jax.lax.psum(1, runner.SEED_AXIS),
+                   "any": reinforce.rollout.any_over_axis(state["x"] > 2.0, runner.SEED_AXIS)}
+
+  exp = runner.Experiment(name="axis", init=init, chunk=chunk, num_chunks=1, finite_key=None)
+  result = runner.run(exp, seeds=3, log=lambda _: None)
+  np.testing.assert_array_equal(result.history[0]["n"], [3, 3, 3])
+  np.testing.assert_array_equal(result.history[0]["any"], [False] * 3)
 
 
 def test_seed_i_of_vmapped_run_equals_a_single_run_with_its_key(small_runs):
