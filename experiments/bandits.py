@@ -15,17 +15,19 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import _plotting
+from genrl_jax import run as runner
+from genrl_jax.run import info
+from genrl_jax.run.runner import RUN_INFO_FILE
 from genrl_jax.rl import bandits
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bandits",
-                               "Directory for the plot (bandits_<env>.png) and results.json.")
+                               "Directory for the plot (bandits_<env>.png), results.json and "
+                               "run_info.json.")
 _SEED = flags.DEFINE_integer("seed", 0, "Root PRNG seed.")
 _ENV = flags.DEFINE_enum("env", "testbed", ("testbed",) + bandits.GYMNAX_BANDITS,
                          "'testbed' (S&B's k-armed testbed) or a gymnax bandit environment "
@@ -44,25 +46,22 @@ _INITIAL_VALUE = flags.DEFINE_float("initial_value", 0.0,
                                     "values (S&B §2.6).")
 
 
-def _fail(message: str):
-  raise SystemExit(f"error: {message}")
-
-
 def _check_flags() -> list[float]:
   try:
     epsilons = [float(e) for e in _EPSILONS.value]
   except ValueError:
-    _fail(f"--epsilons must be numbers, got {','.join(_EPSILONS.value)!r} "
-          "(e.g. --epsilons=0,0.01,0.1)")
+    raise runner.UserError(f"--epsilons must be numbers, got {','.join(_EPSILONS.value)!r} "
+                           "(e.g. --epsilons=0,0.01,0.1)") from None
   if not epsilons or any(not 0.0 <= e <= 1.0 for e in epsilons):
-    _fail(f"--epsilons must lie in [0, 1], got {','.join(_EPSILONS.value)}")
+    raise runner.UserError(f"--epsilons must lie in [0, 1], got {','.join(_EPSILONS.value)}")
   for flag in (_RUNS, _STEPS):
     if flag.value < 1:
-      _fail(f"--{flag.name} must be positive, got {flag.value}")
+      raise runner.UserError(f"--{flag.name} must be positive, got {flag.value}")
   if _ARMS.value < 2:
-    _fail(f"--arms must be at least 2, got {_ARMS.value}")
+    raise runner.UserError(f"--arms must be at least 2, got {_ARMS.value}")
   if _UPDATE.value == "constant" and not 0.0 < _STEP_SIZE.value <= 1.0:
-    _fail(f"--step_size must be in (0, 1] for --update=constant, got {_STEP_SIZE.value}")
+    raise runner.UserError("--step_size must be in (0, 1] for --update=constant, "
+                           f"got {_STEP_SIZE.value}")
   return epsilons
 
 
@@ -95,9 +94,12 @@ def simulate(key, epsilons: list[float]) -> tuple[bandits.Trace, float, float]:
 
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]}; flags look like --epsilons=0,0.1")
+    raise runner.UserError(f"unexpected arguments {argv[1:]}; "
+                           "flags look like --epsilons=0,0.1")
   epsilons = _check_flags()
   os.makedirs(_WORKDIR.value, exist_ok=True)
+  info.write(os.path.join(_WORKDIR.value, RUN_INFO_FILE), "bandits",
+             runner.flags_dict(flags.FLAGS), seed=_SEED.value, seeds=_RUNS.value)
   trace, compile_seconds, seconds = simulate(jax.random.key(_SEED.value), epsilons)
   reward, optimal = np.asarray(trace.reward), np.asarray(trace.optimal)
   arms = _ARMS.value if _ENV.value == "testbed" else 2
@@ -120,7 +122,7 @@ def main(argv):
     print(f"  {eps:8g} {row['reward_last']:17.3f} {100 * row['optimal_last']:15.1f}% "
           f"{row['reward_tail']:22.3f} {100 * row['optimal_tail']:20.1f}%")
   steps = np.arange(1, _STEPS.value + 1)
-  png = _plotting.line_panels(
+  png = runner.plots.panels(
       os.path.join(_WORKDIR.value, f"bandits_{_ENV.value}.png"), steps,
       [{"curves": {f"eps={e:g}": reward[i].mean(0) for i, e in enumerate(epsilons)},
         "xlabel": "steps", "ylabel": "average reward"},
@@ -129,12 +131,9 @@ def main(argv):
       title=f"{_ENV.value}, {_RUNS.value} runs, {update}, Q_1={_INITIAL_VALUE.value}")
   print(f"  plot: {png}")
   with open(os.path.join(_WORKDIR.value, "results.json"), "w") as f:
-    json.dump({"flags": {"env": _ENV.value, "runs": _RUNS.value, "steps": _STEPS.value,
-                         "arms": arms, "update": _UPDATE.value, "step_size": _STEP_SIZE.value,
-                         "initial_value": _INITIAL_VALUE.value, "seed": _SEED.value},
-               "seconds": seconds,
-               "compile_seconds": compile_seconds, "epsilons": results}, f, indent=1)
+    json.dump({"arms": arms, "seconds": seconds, "compile_seconds": compile_seconds,
+               "epsilons": results}, f, indent=1)  # the flags are in run_info.json.
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runner.cli_main(main)

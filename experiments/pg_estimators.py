@@ -20,19 +20,20 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import _plotting
+from genrl_jax import run as runner
+from genrl_jax.run import info
+from genrl_jax.run.runner import RUN_INFO_FILE
 from genrl_jax.rl import tabular
 from genrl_jax.rl import tabular_pg
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/pg_estimators",
-                               "Directory for the plots (estimators.png, learning_curves.png) "
-                               "and results.json.")
+                               "Directory for the plots (estimators.png, learning_curves.png), "
+                               "results.json and run_info.json.")
 _SEED = flags.DEFINE_integer("seed", 0, "Root PRNG seed.")
 _EPISODES = flags.DEFINE_integer("episodes", 100_000,
                                  "Episodes for the estimator comparison (a multiple of --batch).")
@@ -58,30 +59,28 @@ _ALPHA_W = flags.DEFINE_float("alpha_w", 2.0**-9,
                               "per-step 2^-6 does not).")
 
 
-def _fail(message: str):
-  raise SystemExit(f"error: {message}")
-
-
 def _check_flags() -> np.ndarray:
   try:
     p = np.array([float(x) for x in _P_RIGHT.value])
   except ValueError:
-    _fail(f"--p_right must be three numbers, got {','.join(_P_RIGHT.value)!r}")
+    raise runner.UserError(
+        f"--p_right must be three numbers, got {','.join(_P_RIGHT.value)!r}") from None
   if p.shape != (3,) or np.any((p <= 0) | (p >= 1)):
-    _fail(f"--p_right must be three probabilities in (0, 1), got {','.join(_P_RIGHT.value)}")
+    raise runner.UserError(
+        f"--p_right must be three probabilities in (0, 1), got {','.join(_P_RIGHT.value)}")
   if _EPISODES.value < 2 or _BATCH.value < 1 or _EPISODES.value % _BATCH.value:
-    _fail(f"--episodes ({_EPISODES.value}) must be >= 2 and a multiple of --batch "
-          f"({_BATCH.value})")
+    raise runner.UserError(f"--episodes ({_EPISODES.value}) must be >= 2 and a multiple of "
+                           f"--batch ({_BATCH.value})")
   if not 0.0 < _GAMMA.value <= 1.0:
-    _fail(f"--gamma must be in (0, 1], got {_GAMMA.value}")
+    raise runner.UserError(f"--gamma must be in (0, 1], got {_GAMMA.value}")
   for flag in (_MAX_STEPS, _LEARN_EPISODES, _LEARN_MAX_STEPS):
     if flag.value < 1:
-      _fail(f"--{flag.name} must be positive, got {flag.value}")
+      raise runner.UserError(f"--{flag.name} must be positive, got {flag.value}")
   if _SEEDS.value < 0:
-    _fail(f"--seeds must be >= 0, got {_SEEDS.value}")
+    raise runner.UserError(f"--seeds must be >= 0, got {_SEEDS.value}")
   for flag in (_ALPHA, _ALPHA_THETA, _ALPHA_W):
     if not flag.value > 0:
-      _fail(f"--{flag.name} must be positive, got {flag.value}")
+      raise runner.UserError(f"--{flag.name} must be positive, got {flag.value}")
   return p
 
 
@@ -135,7 +134,7 @@ def estimator_comparison(key, p_right: np.ndarray, gamma: float, episodes: int, 
 
 
 def _estimator_plot(path: str, exact: np.ndarray, rows: dict) -> None:
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top  (Agg set by _plotting)
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top  (Agg set by plots)
 
   fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4))
   n = len(rows)
@@ -151,10 +150,13 @@ def _estimator_plot(path: str, exact: np.ndarray, rows: dict) -> None:
   ax1.set_xticks(range(n), [name.replace("_", "\n") for name in rows], fontsize=7)
   ax1.set_yscale("log")
   ax1.set_ylabel("total variance (trace of covariance)")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  print(f"  plot: {path}")
+  print(f"  plot: {runner.plots.save(fig, path)}")
+
+
+def _mean_ci(per_seed: np.ndarray) -> tuple[float, float]:
+  """Mean over seeds and its 95% bootstrap CI half-width (NaN with one seed: no interval)."""
+  mean, half = runner.stats.mean_ci(per_seed)
+  return mean, half if per_seed.shape[0] > 1 else float("nan")
 
 
 def learning_curves(key, seeds: int, episodes: int, max_steps: int, alpha: float,
@@ -189,35 +191,37 @@ def learning_curves(key, seeds: int, episodes: int, max_steps: int, alpha: float
     returns, p_right, cut = all_returns[i], all_p_right[i], all_cut[i]
     auc = returns.mean(axis=1)  # per seed
     last = returns[:, -min(100, episodes):].mean(axis=1)
-    half = lambda x: 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
-    table[label] = {"auc_mean": float(auc.mean()), "auc_ci95": float(half(auc)),
-                    "last100_mean": float(last.mean()), "last100_ci95": float(half(last)),
+    (auc_mean, auc_half), (last_mean, last_half) = (_mean_ci(auc), _mean_ci(last))
+    table[label] = {"auc_mean": auc_mean, "auc_ci95": auc_half,
+                    "last100_mean": last_mean, "last100_ci95": last_half,
                     "final_p_right_mean": float(np.mean(p_right[:, -1])),
                     "episodes_cut": int(cut.sum())}
     if not np.all(np.isfinite(p_right)):
       print(f"  warning: {label} diverged in {int(np.sum(~np.isfinite(p_right[:, -1])))} seeds "
             "(pi(right) is not finite); lower its step sizes")
-    print(f"  {label:58s} {auc.mean():30.2f} +- {half(auc):6.2f} "
-          f"{last.mean():12.2f} +- {half(last):5.2f} {np.mean(p_right[:, -1]):16.3f} "
+    print(f"  {label:58s} {auc_mean:30.2f} +- {auc_half:6.2f} "
+          f"{last_mean:12.2f} +- {last_half:5.2f} {np.mean(p_right[:, -1]):16.3f} "
           f"{int(cut.sum()):13d}")
-    curves[label] = (returns.mean(0),
-                     1.96 * returns.std(0, ddof=1) / np.sqrt(max(seeds, 2)))
-  png = _plotting.line_panels(
+    curves[label] = returns  # [seeds, episodes]: drawn as the mean with a bootstrap CI band.
+  png = runner.plots.panels(
       os.path.join(workdir, "learning_curves.png"), np.arange(1, episodes + 1),
       [{"curves": curves, "xlabel": "episode", "ylabel": f"total reward per episode "
         f"(mean of {seeds} seeds, 95% CI)", "hlines": {"v*(s0)": j_star}}],
       title="Short corridor: REINFORCE with/without baseline (cf. S&B Fig. 13.2)")
-  print("  (95% CI: normal approximation over seeds)")
+  print("  (+-: half-width of the 95% percentile-bootstrap CI of the mean over seeds)")
   print(f"  plot: {png}")
   return {"v_star": j_star, "methods": table}
 
 
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]}; flags look like --episodes=100000")
+    raise runner.UserError(f"unexpected arguments {argv[1:]}; "
+                           "flags look like --episodes=100000")
   p_right = _check_flags()
   jax.config.update("jax_enable_x64", True)
   os.makedirs(_WORKDIR.value, exist_ok=True)
+  info.write(os.path.join(_WORKDIR.value, RUN_INFO_FILE), "pg_estimators",
+             runner.flags_dict(flags.FLAGS), seed=_SEED.value, seeds=_SEEDS.value)
   k_est, k_learn = jax.random.split(jax.random.key(_SEED.value))
   results = {"estimators": estimator_comparison(
       k_est, p_right, _GAMMA.value, _EPISODES.value, _BATCH.value, _MAX_STEPS.value,
@@ -231,4 +235,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runner.cli_main(main)

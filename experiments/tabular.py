@@ -15,17 +15,19 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import _plotting
+from genrl_jax import run as runner
+from genrl_jax.run import info
+from genrl_jax.run.runner import RUN_INFO_FILE
 from genrl_jax.rl import tabular
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/tabular",
-                               "Directory for the J(p) plot (corridor_J.png) and results.json.")
+                               "Directory for the J(p) plot (corridor_J.png), results.json and "
+                               "run_info.json.")
 _GAMMAS = flags.DEFINE_list("gammas", ["0.1", "0.99"],
                             "Discounts for the chain MDP, comma-separated, each in [0, 1).")
 _TABLE_STEP = flags.DEFINE_float("table_step", 0.05,
@@ -35,23 +37,22 @@ _GRID = flags.DEFINE_integer("grid", 1001,
                              "(and in the plot); at least 3.")
 
 
-def _fail(message: str):
-  raise SystemExit(f"error: {message}")
-
-
 def _parse_gammas(values: list[str]) -> list[float]:
   try:
     gammas = [float(v) for v in values]
   except ValueError:
-    _fail(f"--gammas must be numbers, got {','.join(values)!r} (e.g. --gammas=0.1,0.99)")
+    raise runner.UserError(f"--gammas must be numbers, got {','.join(values)!r} "
+                           "(e.g. --gammas=0.1,0.99)") from None
   if not gammas or any(not 0.0 <= g < 1.0 for g in gammas):
-    _fail(f"--gammas must lie in [0, 1) (the chain MDP is continuing), got {gammas}")
+    raise runner.UserError("--gammas must lie in [0, 1) (the chain MDP is continuing), "
+                           f"got {gammas}")
   return gammas
 
 
 def _policy_str(pi: np.ndarray) -> str:
   actions = np.argmax(pi, axis=-1)
-  return "  ".join(f"{s:>2}:{tabular.CHAIN_ACTIONS[a]}" for s, a in zip(tabular.CHAIN_STATES, actions))
+  return "  ".join(f"{s:>2}:{tabular.CHAIN_ACTIONS[a]}"
+                   for s, a in zip(tabular.CHAIN_STATES, actions))
 
 
 def _values_str(v: np.ndarray) -> str:
@@ -111,7 +112,7 @@ def corridor_report(workdir: str, table_step: float, grid: int) -> dict:
   print(f"  dJ/dp at p*: theorem {d_theorem:.2e}, autodiff through the solve {d_autodiff:.2e}")
 
   keep = js > -100.0
-  png = _plotting.line_panels(
+  png = runner.plots.panels(
       os.path.join(workdir, "corridor_J.png"), ps[keep],
       [{"curves": {"J(p) = v_pi(s0)": js[keep]}, "xlabel": "p = probability of right",
         "ylabel": "J(p)", "hlines": {f"max {j_star:.2f} at p={p_star:.3f}": float(j_star)}}],
@@ -124,14 +125,17 @@ def corridor_report(workdir: str, table_step: float, grid: int) -> dict:
 
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]}; flags look like --gammas=0.1,0.99")
+    raise runner.UserError(f"unexpected arguments {argv[1:]}; "
+                           "flags look like --gammas=0.1,0.99")
   gammas = _parse_gammas(_GAMMAS.value)
   if not 0.0 < _TABLE_STEP.value <= 0.5:
-    _fail(f"--table_step must be in (0, 0.5], got {_TABLE_STEP.value}")
+    raise runner.UserError(f"--table_step must be in (0, 0.5], got {_TABLE_STEP.value}")
   if _GRID.value < 3:
-    _fail(f"--grid must be at least 3, got {_GRID.value}")
+    raise runner.UserError(f"--grid must be at least 3, got {_GRID.value}")
   jax.config.update("jax_enable_x64", True)
   os.makedirs(_WORKDIR.value, exist_ok=True)
+  info.write(os.path.join(_WORKDIR.value, RUN_INFO_FILE), "tabular",
+             runner.flags_dict(flags.FLAGS), seed=0, seeds=0)  # exact: no randomness.
   results = {"chain": chain_report(gammas),
              "corridor": corridor_report(_WORKDIR.value, _TABLE_STEP.value, _GRID.value)}
   with open(os.path.join(_WORKDIR.value, "results.json"), "w") as f:
@@ -139,4 +143,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runner.cli_main(main)

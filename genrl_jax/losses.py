@@ -222,7 +222,7 @@ def discounted_returns(r_t: Array, terminated_t: Array, truncated_t: Array, gamm
 
 
 def episode_start_returns(r_t: Array, terminated_t: Array, truncated_t: Array,
-                          gamma: float) -> Array:
+                          gamma: float, v_next_t: Array | None = None) -> Array:
   """The 'total return' estimator's weight: G_0 of the episode that step t belongs to.
 
   REINFORCE in its first form (Williams 1992) weights every grad log pi(a_t|s_t) of an episode by
@@ -232,10 +232,12 @@ def episode_start_returns(r_t: Array, terminated_t: Array, truncated_t: Array,
   Args:
     r_t, terminated_t, truncated_t: [T] as in ``discounted_returns``.
     gamma: discount factor.
+    v_next_t: [T] or None, as in ``discounted_returns``: a truncated episode's G_0 then ends
+      with gamma^k v(s'_k) instead of being cut.
   Returns:
     [T] the return from the start of t's episode, repeated over that episode's steps.
   """
-  g_t = discounted_returns(r_t, terminated_t, truncated_t, gamma)
+  g_t = discounted_returns(r_t, terminated_t, truncated_t, gamma, v_next_t)
   done_t = jnp.logical_or(terminated_t, truncated_t)
   starts = jnp.concatenate([jnp.ones((1,), bool), done_t[:-1].astype(bool)])
 

@@ -1,18 +1,14 @@
 """Tests for genrl_jax.rl.bandits: updates against Python loops, the testbed's textbook shape."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import experiment_cli
 from genrl_jax.rl import bandits
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_sample_average_equals_plain_mean_per_arm():
@@ -95,25 +91,19 @@ def test_gymnax_bandit_rewards_and_learning(env_name):
     assert np.all(reward[np.asarray(trace.action) == 1] != 0.0)
 
 
-def _run_experiment(*flags):
-  return subprocess.run([sys.executable, "-m", "experiments.bandits", *flags], cwd=REPO,
-                        capture_output=True, text=True, timeout=300,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
-
-
 def test_experiment_end_to_end(tmp_path):
-  proc = _run_experiment(f"--workdir={tmp_path}", "--runs=64", "--steps=50", "--update=constant",
-                         "--initial_value=2", "--epsilons=0,0.1")
+  proc = experiment_cli.run_experiment(
+      "experiments.bandits", f"--workdir={tmp_path}", "--runs=64", "--steps=50",
+      "--update=constant", "--initial_value=2", "--epsilons=0,0.1")
   assert proc.returncode == 0, proc.stderr
   results = json.loads((tmp_path / "results.json").read_text())
   assert set(results["epsilons"]) == {"0.0", "0.1"}
-  assert results["flags"]["update"] == "constant" and results["flags"]["initial_value"] == 2.0
+  assert results["arms"] == 10
+  config = json.loads((tmp_path / "run_info.json").read_text())["config"]
+  assert config["update"] == "constant" and config["initial_value"] == 2.0 and config["runs"] == 64
   assert (tmp_path / "bandits_testbed.png").stat().st_size > 1000
 
 
 def test_experiment_bad_flag_is_one_line():
-  proc = _run_experiment("--epsilons=0.1,1.5")
-  assert proc.returncode != 0
-  lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-  assert len(lines) == 1 and "--epsilons" in lines[0], proc.stderr
-  assert "Traceback" not in proc.stderr
+  experiment_cli.assert_one_line_error(
+      experiment_cli.run_experiment("experiments.bandits", "--epsilons=0.1,1.5"), "--epsilons")

@@ -1,20 +1,16 @@
 """Tests for genrl_jax.rl.tabular_pg: REINFORCE estimators against the exact policy gradient."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import experiment_cli
 from genrl_jax import losses
 from genrl_jax.rl import tabular
 from genrl_jax.rl import tabular_pg
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
@@ -130,15 +126,10 @@ def test_reinforce_with_baseline_learns_faster():
   assert diff.mean() > 3 * diff.std(ddof=1) / np.sqrt(seeds), (auc[True].mean(), auc[False].mean())
 
 
-def _run_experiment(*flags):
-  return subprocess.run([sys.executable, "-m", "experiments.pg_estimators", *flags], cwd=REPO,
-                        capture_output=True, text=True, timeout=300,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
-
-
 def test_experiment_end_to_end(tmp_path):
-  proc = _run_experiment(f"--workdir={tmp_path}", "--episodes=4000", "--batch=2000",
-                         "--seeds=3", "--learn_episodes=20", "--learn_max_steps=200")
+  proc = experiment_cli.run_experiment(
+      "experiments.pg_estimators", f"--workdir={tmp_path}", "--episodes=4000", "--batch=2000",
+      "--seeds=3", "--learn_episodes=20", "--learn_max_steps=200")
   assert proc.returncode == 0, proc.stderr
   for name in tabular_pg.ESTIMATORS:
     assert name in proc.stdout
@@ -152,8 +143,5 @@ def test_experiment_end_to_end(tmp_path):
 
 
 def test_experiment_bad_flag_is_one_line():
-  proc = _run_experiment("--p_right=0.5,1.2,0.3")
-  assert proc.returncode != 0
-  lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-  assert len(lines) == 1 and "--p_right" in lines[0], proc.stderr
-  assert "Traceback" not in proc.stderr
+  proc = experiment_cli.run_experiment("experiments.pg_estimators", "--p_right=0.5,1.2,0.3")
+  experiment_cli.assert_one_line_error(proc, "--p_right")

@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,7 @@ import pytest
 import scipy.stats
 
 from genrl_jax import run as runner
+from genrl_jax.run import plots
 from genrl_jax.run import stats
 
 
@@ -183,6 +186,64 @@ def test_bootstrap_ci_of_mean_matches_normal_theory():
   expected_half = scipy.stats.norm.ppf(0.975) * x.std(ddof=1) / np.sqrt(len(x))
   assert mean == pytest.approx(x.mean())
   assert half == pytest.approx(expected_half, rel=0.1)
+
+
+def test_flags_dict_finds_the_flags_of_a_script_run_as_main(tmp_path):
+  # absl files a main module's flags under sys.argv[0] (the script's path), not "__main__".
+  script = tmp_path / "script.py"
+  script.write_text(
+      "import json\n"
+      "from absl import flags\n"
+      "from genrl_jax import run as runner\n"
+      "_WIDTH = flags.DEFINE_integer('width', 3, 'A width.')\n"
+      "def main(argv):\n"
+      "  print(json.dumps(runner.flags_dict(flags.FLAGS)))\n"
+      "runner.cli_main(main)\n")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, str(script), "--width=7"], capture_output=True,
+                        text=True, timeout=120, cwd=tmp_path,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": repo})
+  assert proc.returncode == 0, proc.stderr
+  assert json.loads(proc.stdout.splitlines()[-1]) == {"width": 7}
+
+
+def test_bootstrap_ci_of_a_long_curve_is_its_columns_one_by_one(monkeypatch):
+  # Force many small blocks of resamples: each column must come out as if bootstrapped alone.
+  monkeypatch.setattr(stats, "_MAX_RESAMPLED_ELEMENTS", 7 * 12)
+  x = np.random.default_rng(2).exponential(size=(7, 12))
+  point, low, high = stats.bootstrap_ci(x, stats.iqm, num_resamples=300)
+  for t in range(x.shape[1]):
+    expected = stats.bootstrap_ci(x[:, t], stats.iqm, num_resamples=300)
+    np.testing.assert_allclose((point[t], low[t], high[t]), expected, rtol=1e-12)
+
+
+def test_panels_draws_lines_seed_bands_and_reference_lines(monkeypatch):
+  figures = []
+  monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig) or path)
+  rng = np.random.default_rng(3)
+  x = np.arange(5)
+  per_seed = rng.normal(loc=x, size=(400, 5))
+  plain = np.cos(x)
+  plots.panels("unused.png", x, [
+      {"curves": {"seeds": per_seed, "plain": plain}, "xlabel": "a", "ylabel": "b",
+       "hlines": {"ref": 2.5}},
+      {"curves": {"other": plain}, "xlabel": "c", "ylabel": "d"}], title="t")
+  (fig,) = figures
+  left, right = fig.axes
+  assert (left.get_xlabel(), right.get_ylabel()) == ("a", "d")
+  lines = {line.get_label(): line for line in left.get_lines()}
+  np.testing.assert_allclose(lines["seeds"].get_ydata(), per_seed.mean(axis=0))
+  np.testing.assert_allclose(lines["plain"].get_ydata(), plain)
+  assert set(lines["ref"].get_ydata()) == {2.5}
+  # One band (for the per-seed curve) on the left, none on the right; its half-width is close to
+  # the normal-theory 1.96 sd / sqrt(n) with 400 seeds.
+  (band,) = left.collections
+  assert not right.collections
+  y = band.get_paths()[0].vertices[:, 1]
+  low, high = y[1:6], y[7:12][::-1]  # fill_between: start, lower edge, end, upper edge reversed.
+  normal_half = 1.96 * per_seed.std(axis=0, ddof=1) / np.sqrt(400)
+  np.testing.assert_allclose((high - low) / 2, normal_half, rtol=0.15)
+  plots.plt.close(fig)
 
 
 def test_a_chunk_that_changes_the_state_signature_is_caught():

@@ -2,19 +2,15 @@
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import experiment_cli
 from genrl_jax.rl import tabular
 from genrl_jax.rl import tabular_pg
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
@@ -258,14 +254,9 @@ def test_corridor_gradient_theorem_matches_finite_differences():
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_experiment(module, *flags):
-  return subprocess.run([sys.executable, "-m", module, *flags], cwd=REPO, capture_output=True,
-                        text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-
-
 def test_experiment_end_to_end(tmp_path):
-  proc = _run_experiment("experiments.tabular", f"--workdir={tmp_path}", "--grid=201",
-                         "--table_step=0.25")
+  proc = experiment_cli.run_experiment("experiments.tabular", f"--workdir={tmp_path}",
+                                       "--grid=201", "--table_step=0.25")
   assert proc.returncode == 0, proc.stderr
   assert "maximiser p* = 0.586" in proc.stdout
   assert (tmp_path / "corridor_J.png").stat().st_size > 1000
@@ -278,8 +269,5 @@ def test_experiment_end_to_end(tmp_path):
 
 
 def test_experiment_bad_flag_is_one_line():
-  proc = _run_experiment("experiments.tabular", "--gammas=0.5,1.5")
-  assert proc.returncode != 0
-  lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-  assert len(lines) == 1 and "--gammas" in lines[0], proc.stderr
-  assert "Traceback" not in proc.stderr
+  experiment_cli.assert_one_line_error(
+      experiment_cli.run_experiment("experiments.tabular", "--gammas=0.5,1.5"), "--gammas")

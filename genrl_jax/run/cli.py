@@ -5,9 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 from genrl_jax.run import devices
 from genrl_jax.run.errors import UserError
@@ -23,8 +21,8 @@ def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = F
     devices.host_device_per_core()
 
   def wrapped(argv):
-    # Libraries (orbax, tensorflow-datasets) log INFO lines through absl on every checkpoint;
-    # keep stderr for warnings and our one-line errors unless --verbosity is given.
+    # Library INFO logs (orbax writes a dozen lines per checkpoint) would bury the progress
+    # lines; they are shown again with an explicit --verbosity=0 (or -v 0).
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)
     try:
@@ -40,12 +38,15 @@ def flags_dict(flag_values, module_names: tuple[str, ...] | None = None) -> dict
   """The values of the flags defined by the running program's own modules (not absl's/jax's)."""
   out = {}
   by_module = flag_values.flags_by_module_dict()
-  for module, flags in by_module.items():
+  # absl files the flags of the main module (``python -m experiments.x`` or a script) under
+  # sys.argv[0], the script's path, not under "__main__".
+  main_names = {"__main__", sys.argv[0]}
+  for module, module_flags in by_module.items():
     if module_names is not None and module not in module_names:
       continue
-    if module_names is None and not (module.startswith("experiments") or module == "__main__"
+    if module_names is None and not (module.startswith("experiments") or module in main_names
                                      or module.startswith("genrl_jax")):
       continue
-    for f in flags:
+    for f in module_flags:
       out[f.name] = f.value
   return dict(sorted(out.items()))

@@ -1,8 +1,12 @@
-"""Learning curves with seed bands, image grids. PNGs only (Agg backend, no display needed)."""
+"""Learning curves with seed bands, multi-panel line plots, image grids.
+
+PNGs only (Agg backend, no display needed).
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -13,19 +17,36 @@ import numpy as np  # noqa: E402
 from genrl_jax.run import stats  # noqa: E402
 
 
+def _line_and_band(ax, x, point, low=None, high=None, **line_kw):
+  """One line and, when ``low``/``high`` are given, a shaded band between them in its colour."""
+  line, = ax.plot(x, point, **line_kw)
+  if low is not None:
+    ax.fill_between(x, low, high, alpha=0.25, color=line.get_color(), linewidth=0)
+  return line
+
+
 def band(ax, x, y, label: str | None = None, statistic: str = "mean", color=None,
-         confidence: float = 0.95):
+         confidence: float = 0.95, **line_kw):
   """Plots the statistic over seeds of y [n_seeds, T] against x [T] with a bootstrap CI band.
 
-  statistic: "mean" or "iqm" (interquartile mean; Agarwal et al. 2021).
+  statistic: "mean" or "iqm" (interquartile mean; Agarwal et al. 2021). With one seed there is
+  no band. ``line_kw`` go to ``ax.plot`` (e.g. ``lw``).
   """
   y = np.asarray(y, dtype=np.float64)
   fn = np.mean if statistic == "mean" else stats.iqm
   point, low, high = stats.bootstrap_ci(y, fn, confidence)
-  line, = ax.plot(x, point, label=label, color=color)
-  if y.shape[0] > 1:
-    ax.fill_between(x, low, high, alpha=0.25, color=line.get_color(), linewidth=0)
-  return line
+  if y.shape[0] < 2:
+    low = high = None
+  return _line_and_band(ax, x, point, low, high, label=label, color=color, **line_kw)
+
+
+def save(fig, path: str, dpi: int = 120) -> str:
+  """Lays out, writes ``fig`` as a PNG to ``path`` (making its directory) and closes it."""
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+  return path
 
 
 def curves(path: str, x, series: dict[str, np.ndarray], xlabel: str, ylabel: str,
@@ -43,10 +64,35 @@ def curves(path: str, x, series: dict[str, np.ndarray], xlabel: str, ylabel: str
   if len(series) > 1:
     ax.legend()
   ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return save(fig, path)
+
+
+def panels(path: str, x, panels: Sequence[Mapping[str, object]], title: str | None = None,
+           statistic: str = "mean") -> str:
+  """Side-by-side line plots sharing ``x`` [T], saved to ``path``.
+
+  Each panel is a dict with "curves" ({label: y}), "xlabel", "ylabel" and optionally
+  "hlines" ({label: y value}, dashed reference lines). A curve y of shape [T] is drawn as a
+  plain line; one of shape [n_seeds, T] as the ``statistic`` over seeds with its 95 % bootstrap
+  CI band (as in ``band``).
+  """
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+  for ax, panel in zip(axes[0], panels):
+    for label, y in panel["curves"].items():
+      y = np.asarray(y)
+      if y.ndim == 2:
+        band(ax, x, y, label=label, statistic=statistic, lw=1.2)
+      else:
+        _line_and_band(ax, x, y, label=label, lw=1.2)
+    for label, y in panel.get("hlines", {}).items():
+      ax.axhline(y, color="k", ls="--", lw=0.8, label=label)
+    ax.set_xlabel(panel["xlabel"])
+    ax.set_ylabel(panel["ylabel"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return save(fig, path)
 
 
 def image_grid(path: str, images, rows: int | None = None, title: str | None = None,
@@ -69,7 +115,4 @@ def image_grid(path: str, images, rows: int | None = None, title: str | None = N
     ax.set_yticks([])
   if title:
     ax.set_title(title)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return save(fig, path)

@@ -10,6 +10,10 @@ The runner calls ``jit(vmap(init))`` and ``jit(vmap(chunk, in_axes=(0, None)))``
 compile — and between chunks does what a jitted loop cannot: write metrics, print progress,
 checkpoint, stop on NaN, resume. Seed i's root key is ``jax.random.key(seed + i)``, so seed i of
 an N-seed run is the same computation as a 1-seed run with ``--seed=seed+i``.
+
+The seeds' vmap axis is named ``SEED_AXIS``, so a chunk may use a collective over it where that
+saves work without coupling the seeds' results: e.g. a ``while_loop`` that runs until the slowest
+seed is done (``jax.lax.pmax`` of the condition) instead of per-seed selects of its whole carry.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from genrl_jax.run import info as run_info_lib
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run_info.json"
 CHECKPOINT_DIR = "checkpoints"
+SEED_AXIS = "seeds"  # the name of the vmapped seed axis inside init and chunk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,7 +320,8 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
   by_seed, replicated = devices_lib.seed_shardings(seeds)
   place = lambda tree, sharding: tree if sharding is None else jax.device_put(tree, sharding)
   data = place(exp.data, replicated)
-  init = jax.jit(jax.vmap(exp.init, in_axes=(0, None)), compiler_options=exp.compiler_options,
+  init = jax.jit(jax.vmap(exp.init, in_axes=(0, None), axis_name=SEED_AXIS),
+                 compiler_options=exp.compiler_options,
                  **({} if by_seed is None else {"out_shardings": by_seed}))
   state = init(place(seed_keys(seed, seeds), by_seed), data)
 
@@ -341,8 +347,8 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
 
   shardings = {} if by_seed is None else {"in_shardings": (by_seed, replicated),
                                            "out_shardings": by_seed}
-  chunk_fn = jax.jit(jax.vmap(trace_once(exp.chunk), in_axes=(0, None)), donate_argnums=0,
-                     compiler_options=exp.compiler_options, **shardings)
+  chunk_fn = jax.jit(jax.vmap(trace_once(exp.chunk), in_axes=(0, None), axis_name=SEED_AXIS),
+                     donate_argnums=0, compiler_options=exp.compiler_options, **shardings)
 
   chunk_seconds: list[float] = []
   last_saved = start

@@ -11,6 +11,8 @@ from typing import Callable
 import numpy as np
 from scipy import stats as scipy_stats
 
+_MAX_RESAMPLED_ELEMENTS = 1 << 24  # float64: 128 MiB per block of resamples.
+
 
 def iqm(x, axis: int = 0) -> np.ndarray:
   """Interquartile mean: the mean of the middle 50 % (scipy's trim_mean with 25 % cut each side)."""
@@ -30,7 +32,11 @@ def bootstrap_ci(x, statistic: Callable = np.mean, confidence: float = 0.95,
     return point, point, point
   rng = np.random.default_rng(seed)
   idx = rng.integers(0, n, size=(num_resamples, n))
-  resampled = statistic(x[idx], axis=1)  # [B, ...]
+  # Resamples in blocks, so that long curves ([n_seeds, T] with large T) do not materialise all
+  # of x[idx] ([B, n_seeds, T]) at once; each resample's statistic is the same either way.
+  block = max(1, _MAX_RESAMPLED_ELEMENTS // max(1, x.size))
+  resampled = np.concatenate([statistic(x[idx[i:i + block]], axis=1)
+                              for i in range(0, num_resamples, block)])  # [B, ...]
   alpha = (1.0 - confidence) / 2.0
   low, high = np.quantile(resampled, [alpha, 1.0 - alpha], axis=0)
   return point, low, high

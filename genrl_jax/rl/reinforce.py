@@ -1,0 +1,600 @@
+"""REINFORCE (Williams 1992) with reward-to-go and baselines, fully jitted.
+
+One update: N environments each play one whole episode (``rollout.episode_rollout``: a loop
+over at most the episode-length limit, the steps after an episode's end masked), the returns are
+computed with ``estimator`` (the whole-episode return G_0, or the reward-to-go G_t), a baseline
+b(s_t) is subtracted (none, the batch mean, or a learned state value v_w(s_t)), and one Adam step
+is taken on the surrogate ``genrl_jax.losses.reinforce_surrogate``; the value network takes one
+Adam step on ``genrl_jax.losses.value_baseline_loss`` (Sutton & Barto 2018, §13.4, "REINFORCE
+with baseline").
+
+Both losses are averaged over the batch's real (unmasked) steps, so the policy gradient is
+
+    g = (1 / M) sum_{n, t} m_{t,n} (G_{t,n} - b_{t,n}) grad log pi(a_{t,n} | s_{t,n}),
+
+M = sum m: the REINFORCE estimate up to a positive scale (the mean episode length).
+
+Truncation: when a time limit cuts an episode and a value network exists (``--baseline=value``),
+the return is bootstrapped with v(s_T) of the true last state (gymnax's
+``info["final_observation"]``); without one it is cut there (Monte Carlo). A terminated episode
+is never bootstrapped.
+
+Env steps: ``env_steps`` counts real environment steps (the sum of episode lengths); padding
+steps after an episode ended are simulated but never counted, neither in the budget
+``total_env_steps`` nor in the throughput. The rollout loop stops once every episode of the batch
+(of every seed, when the seeds' vmap axis is named) has ended, and the gradient is accumulated
+over 64-step row blocks only as far as that, so padding costs little.
+
+Chunks: the budget is cut into ``num_chunks`` equal intervals of env steps (or of updates, with
+``total_updates``); a chunk runs updates (a ``lax.while_loop``) until the seed's counter reaches
+the chunk's end, so every seed's chunk k ends at the same x on an env-steps axis (overshooting by
+less than one update) and the run ends at the budget.
+
+``make_train`` assembles ``init(key, data) -> State`` and ``chunk(State, data) -> (State,
+metrics)`` for ``genrl_jax.run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import chex
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from genrl_jax import losses
+from genrl_jax.models import policies
+from genrl_jax.rl import rollout
+from genrl_jax.run import SEED_AXIS, UserError
+
+Array = chex.Array
+ESTIMATORS = ("total", "reward_to_go")
+BASELINES = ("none", "mean", "value")
+RECENT_EPISODES = 100  # window of the "average return over the last 100 episodes"
+BLOCK_STEPS = 64       # time steps per slice of the blockwise loss/gradient loop
+
+
+@dataclasses.dataclass(frozen=True)
+class ReinforceConfig:
+  """Hyperparameters of one REINFORCE run (one seed; the runner vmaps seeds).
+
+  Attributes:
+    env_id: gymnax environment id with a discrete action space.
+    max_episode_steps: episode-length limit (truncation); 0 keeps the environment's own.
+    num_envs: episodes per update (N), played in parallel.
+    gamma: discount factor.
+    estimator: "total" (G_0 of the episode for every step) or "reward_to_go" (G_t).
+    baseline: "none", "mean" (batch mean of the returns) or "value" (learned v(s)).
+    normalize_advantages: standardize G - b over the batch's real steps.
+    policy_lr, value_lr: Adam learning rates.
+    hidden_sizes, value_hidden_sizes: MLP widths of the policy and value networks.
+    activation: "tanh", "relu" or "elu".
+    entropy_coef: weight of the entropy bonus (0 = plain REINFORCE).
+    max_grad_norm: clip each network's gradient to this global norm (0 = off).
+    total_env_steps: budget of real env steps per seed.
+    total_updates: if > 0, the budget is this many updates instead (total_env_steps ignored).
+    num_chunks: the budget is run in this many equal chunks (progress line, metrics and
+      checkpoint after each). Seeds wait for each other at chunk ends (the extra updates of a
+      seed that is done are discarded): fewer chunks waste less.
+    points_per_chunk: points of the learning curve recorded inside each chunk.
+  """
+  env_id: str = "CartPole-v1"
+  max_episode_steps: int = 0
+  num_envs: int = 16
+  gamma: float = 0.99
+  estimator: str = "reward_to_go"
+  baseline: str = "value"
+  normalize_advantages: bool = False
+  policy_lr: float = 1e-2
+  value_lr: float = 1e-1
+  hidden_sizes: tuple[int, ...] = (32,)
+  value_hidden_sizes: tuple[int, ...] = (32,)
+  activation: str = "tanh"
+  entropy_coef: float = 0.0
+  max_grad_norm: float = 0.0
+  total_env_steps: int = 1_000_000
+  total_updates: int = 0
+  num_chunks: int = 10
+  points_per_chunk: int = 10
+
+  @property
+  def budget(self) -> int:
+    return self.total_updates if self.total_updates > 0 else self.total_env_steps
+
+  def chunk_end(self, chunk: int) -> int:
+    """The counter value (env steps or updates) at which chunk ``chunk`` (1-based) ends."""
+    return -(-self.budget * chunk // self.num_chunks)
+
+  def curve_marks(self) -> list[int]:
+    """The counter values (env steps or updates) of the recorded learning-curve points."""
+    out = []
+    for c in range(self.num_chunks):
+      start, end = self.chunk_end(c), self.chunk_end(c + 1)
+      out += [start + (end - start) * j // self.points_per_chunk
+              for j in range(1, self.points_per_chunk + 1)]
+    return out
+
+  def validate(self) -> None:
+    """Raises UserError naming the first bad field and its valid range."""
+    if self.estimator not in ESTIMATORS:
+      raise UserError(f"--estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+    if self.baseline not in BASELINES:
+      raise UserError(f"--baseline must be one of {BASELINES}, got {self.baseline!r}")
+    if self.activation not in policies.ACTIVATIONS:
+      raise UserError(f"--activation must be one of {tuple(policies.ACTIVATIONS)}, "
+                      f"got {self.activation!r}")
+    if self.num_envs < 1:
+      raise UserError(f"--num_envs must be >= 1, got {self.num_envs}")
+    if not 0.0 <= self.gamma <= 1.0:
+      raise UserError(f"--gamma must be in [0, 1], got {self.gamma}")
+    for name in ("policy_lr", "value_lr"):
+      if getattr(self, name) <= 0:
+        raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")
+    for name in ("entropy_coef", "max_grad_norm"):
+      if getattr(self, name) < 0:
+        raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
+    if any(h < 1 for h in self.hidden_sizes + self.value_hidden_sizes):
+      raise UserError("hidden layer sizes must be positive integers, got "
+                      f"{self.hidden_sizes} and {self.value_hidden_sizes}")
+    if self.total_env_steps < 1 or self.total_updates < 0:
+      raise UserError(f"--total_env_steps must be >= 1 and --total_updates >= 0, got "
+                      f"{self.total_env_steps} and {self.total_updates}")
+    if self.budget >= 2**30:
+      raise UserError(f"the budget {self.budget} does not fit the int32 step counter; "
+                      "use fewer than 2**30 per seed")
+    if self.points_per_chunk < 1:
+      raise UserError(f"--points_per_chunk must be >= 1, got {self.points_per_chunk}")
+    if not 1 <= self.num_chunks <= self.budget:
+      raise UserError(f"--num_chunks must be in [1, {self.budget}] (the budget), "
+                      f"got {self.num_chunks}")
+
+
+@struct.dataclass
+class ReinforceState:
+  """Everything one seed needs to resume bit-exactly.
+
+  Attributes:
+    policy_params, value_params: network parameters (the value network is trained only with
+      ``baseline="value"``).
+    policy_opt_state, value_opt_state: Adam states.
+    env: the N environments (state, observation, episode statistics).
+    key: this seed's PRNG key (typed).
+    update: number of updates applied.
+    env_steps: real env steps used so far.
+    chunk: number of chunks completed.
+    recent_returns: [100] returns of the last episodes (oldest first), for the windowed average.
+    recent_count: how many of ``recent_returns`` are filled.
+  """
+  policy_params: Any
+  value_params: Any
+  policy_opt_state: Any
+  value_opt_state: Any
+  env: rollout.EnvCarry
+  key: chex.PRNGKey
+  update: Array
+  env_steps: Array
+  chunk: Array
+  recent_returns: Array
+  recent_count: Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Setup:
+  """The static pieces an update needs (hashable by identity, closed over by jit)."""
+  config: ReinforceConfig
+  env: Any
+  env_params: Any
+  episode_limit: int
+  policy: policies.CategoricalPolicy
+  value: policies.ValueNetwork
+  policy_tx: optax.GradientTransformation
+  value_tx: optax.GradientTransformation
+  block_steps: int
+  buffer_steps: int
+  seed_axis: str | None
+
+
+def make_setup(config: ReinforceConfig, seed_axis: str | None = None) -> Setup:
+  """Builds the environment, networks and optimizers for ``config`` (validated first)."""
+  config.validate()
+  env, env_params, num_actions, obs_shape, limit = rollout.make_env(
+      config.env_id, config.max_episode_steps)
+  obs_ndim = len(obs_shape)
+  policy = policies.CategoricalPolicy(tuple(config.hidden_sizes), num_actions,
+                                      config.activation, obs_ndim)
+  value = policies.ValueNetwork(tuple(config.value_hidden_sizes), config.activation, obs_ndim)
+
+  def adam(lr):
+    tx = optax.adam(lr)
+    if config.max_grad_norm > 0:
+      tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), tx)
+    return tx
+
+  per_chunk = config.budget // config.num_chunks
+  if config.total_updates == 0 and per_chunk < config.num_envs * limit:
+    raise UserError(
+        f"--num_chunks={config.num_chunks} is too many for --total_env_steps="
+        f"{config.total_env_steps}: a chunk ({per_chunk} steps) must hold at least one whole "
+        f"update (num_envs * episode limit = {config.num_envs * limit} steps); use at most "
+        f"{max(1, config.total_env_steps // (config.num_envs * limit))} chunks")
+  block = min(BLOCK_STEPS, limit)
+  return Setup(config=config, env=env, env_params=env_params, episode_limit=limit,
+               policy=policy, value=value, policy_tx=adam(config.policy_lr),
+               value_tx=adam(config.value_lr), block_steps=block,
+               buffer_steps=-(-limit // block) * block, seed_axis=seed_axis)
+
+
+def init_state(setup: Setup, key: chex.PRNGKey) -> ReinforceState:
+  """Fresh parameters, optimizer states and N reset environments for one seed."""
+  key_policy, key_value, key_env, key = jax.random.split(key, 4)
+  env_carry = rollout.reset(setup.env, setup.env_params, key_env, setup.config.num_envs)
+  policy_params = setup.policy.init(key_policy, env_carry.obs[:1])
+  value_params = setup.value.init(key_value, env_carry.obs[:1])
+  return ReinforceState(
+      policy_params=policy_params, value_params=value_params,
+      policy_opt_state=setup.policy_tx.init(policy_params),
+      value_opt_state=setup.value_tx.init(value_params),
+      env=env_carry, key=key, update=jnp.zeros((), jnp.int32),
+      env_steps=jnp.zeros((), jnp.int32), chunk=jnp.zeros((), jnp.int32),
+      recent_returns=jnp.zeros((RECENT_EPISODES,), jnp.float32),
+      recent_count=jnp.zeros((), jnp.int32))
+
+
+def compute_returns(traj: rollout.Transition, gamma: float, estimator: str,
+                    final_value: Array | None = None) -> Array:
+  """[T, N] returns of a whole-episode rollout (one episode per column, padding after it).
+
+  Args:
+    traj: Transition of [T, N] arrays from ``episode_rollout``.
+    gamma: discount.
+    estimator: "total" (G_0 of the episode, repeated) or "reward_to_go" (G_t).
+    final_value: [N] v(s_T) of the state each episode ended in, used where the episode was
+      truncated; None cuts truncated episodes (no bootstrap).
+  Returns:
+    [T, N] returns (0 on padding steps).
+  """
+  v_next = None
+  if final_value is not None:
+    v_next = jnp.where(traj.truncated, final_value[None, :], 0.0)
+  if estimator == "reward_to_go":
+    fn = functools.partial(losses.discounted_returns, gamma=gamma)
+  else:
+    fn = functools.partial(losses.episode_start_returns, gamma=gamma)
+  per_env = jax.vmap(lambda r, te, tr, v: fn(r, te, tr, v_next_t=v), in_axes=1, out_axes=1)
+  return per_env(traj.reward, traj.terminated, traj.truncated, v_next)
+
+
+def _masked_mean(x: Array, mask: Array) -> Array:
+  return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def compute_advantages(returns: Array, mask: Array, baseline: str, values: Array | None,
+                       normalize: bool) -> Array:
+  """A = G - b on [T, N], optionally standardized over the real steps (0 on padding)."""
+  mask = mask.astype(returns.dtype)
+  if baseline == "value":
+    adv = returns - values
+  elif baseline == "mean":
+    adv = returns - _masked_mean(returns, mask)
+  else:
+    adv = returns
+  if normalize:
+    mean = _masked_mean(adv, mask)
+    std = jnp.sqrt(_masked_mean(jnp.square(adv - mean), mask))
+    adv = (adv - mean) / (std + 1e-8)
+  return jax.lax.stop_gradient(adv * mask)
+
+
+def policy_loss(policy_params, policy: policies.CategoricalPolicy, obs: Array, action: Array,
+                advantages: Array, mask: Array, entropy_coef: float
+                ) -> tuple[Array, tuple[Array, Array]]:
+  """Summed REINFORCE surrogate minus the entropy bonus over the real steps of [T, N] rows.
+
+  Returns:
+    (sum_{t,n} [surrogate - entropy_coef * m H(pi(s))], (surrogate sum, entropy sum)).
+  """
+  logits = policy.apply(policy_params, obs)                           # [T, N, A]
+  mask = mask.astype(jnp.float32)
+  surrogate = jnp.sum(jax.vmap(losses.reinforce_surrogate, in_axes=1)(
+      logits, action, advantages, jnp.zeros_like(advantages), mask))
+  ent = jnp.sum(mask * jax.vmap(jax.vmap(losses.entropy))(logits))
+  return surrogate - entropy_coef * ent, (surrogate, ent)
+
+
+def value_loss(value_params, value: policies.ValueNetwork, obs: Array, returns: Array,
+               mask: Array) -> Array:
+  """Summed squared-error regression of v(s_t) on the returns over the real steps of [T, N]."""
+  v = value.apply(value_params, obs)
+  return jnp.sum(jax.vmap(losses.value_baseline_loss, in_axes=1)(v, returns, mask))
+
+
+def _blocks(num_rows: Array, block: int, axis_name: str | None):
+  """Number of [block]-row slices covering ``num_rows`` (max over the seeds' axis if bound)."""
+  n = (num_rows + block - 1) // block
+  if axis_name is not None:
+    try:
+      n = jax.lax.pmax(n, axis_name)
+    except NameError:
+      pass
+  return n
+
+
+def _slice_rows(tree, b: Array, block: int):
+  return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, b * block, block, 0), tree)
+
+
+def blockwise_values(value_params, value: policies.ValueNetwork, obs: Array, num_blocks: Array,
+                     block: int) -> Array:
+  """v(s) on the first ``num_blocks * block`` rows of [T, N, ...] observations (0 after)."""
+  out = jnp.zeros(obs.shape[:2], jnp.float32)
+
+  def body(b, out):
+    v = value.apply(value_params, _slice_rows(obs, b, block))
+    return jax.lax.dynamic_update_slice_in_dim(out, v, b * block, 0)
+
+  return jax.lax.fori_loop(0, num_blocks, body, out)
+
+
+def batch_gradients(setup: "Setup", policy_params, value_params, traj: rollout.Transition,
+                    advantages: Array | None, returns: Array, num_blocks: Array):
+  """Gradients of both losses averaged over the M real steps, accumulated over row blocks.
+
+  Rows past ``num_blocks * block`` are padding (mask 0) and contribute exactly zero, so the sum
+  over blocks equals the full-batch gradient. With ``advantages=None`` (a value baseline without
+  normalization, where A_t = G_t - v(s_t) needs no batch statistics) each block's value forward
+  serves both the advantage and the value gradient: one value pass instead of two.
+
+  Returns:
+    (policy grads, value grads, advantages [T, N], dict of the averaged loss terms).
+  """
+  block = setup.block_steps
+  cfg = setup.config
+  use_value = cfg.baseline == "value"
+  fused = advantages is None
+  if fused and not use_value:
+    raise ValueError("advantages=None needs baseline='value'")
+  adv_all = jnp.zeros_like(returns) if fused else advantages
+  rows = (traj.obs, traj.action, traj.mask, returns)
+  zeros = lambda p: jax.tree.map(jnp.zeros_like, p)
+
+  def value_fn(vp, obs, ret, mask):
+    v = setup.value.apply(vp, obs)
+    loss = jnp.sum(jax.vmap(losses.value_baseline_loss, in_axes=1)(v, ret, mask))
+    return loss, v
+
+  def body(b, acc):
+    g_pi, g_v, sums, adv_all = acc
+    obs, action, mask, ret = _slice_rows(rows, b, block)
+    if use_value:
+      (v_loss, v), gv = jax.value_and_grad(value_fn, has_aux=True)(value_params, obs, ret, mask)
+      g_v = jax.tree.map(jnp.add, g_v, gv)
+    else:
+      v_loss = jnp.zeros(())
+    if fused:
+      adv = jax.lax.stop_gradient((ret - v) * mask.astype(ret.dtype))
+      adv_all = jax.lax.dynamic_update_slice_in_dim(adv_all, adv, b * block, 0)
+    else:
+      adv = _slice_rows(adv_all, b, block)
+    (_, (surr, ent)), g = jax.value_and_grad(policy_loss, has_aux=True)(
+        policy_params, setup.policy, obs, action, adv, mask, cfg.entropy_coef)
+    g_pi = jax.tree.map(jnp.add, g_pi, g)
+    return g_pi, g_v, sums + jnp.stack([surr, ent, v_loss]), adv_all
+
+  init = (zeros(policy_params), zeros(value_params), jnp.zeros((3,), jnp.float32), adv_all)
+  g_pi, g_v, sums, adv_all = jax.lax.fori_loop(0, num_blocks, body, init)
+  num_real = jnp.maximum(jnp.sum(traj.mask.astype(jnp.float32)), 1.0)
+  scale = lambda g: jax.tree.map(lambda x: x / num_real, g)
+  sums = sums / num_real
+  return scale(g_pi), scale(g_v), adv_all, {"policy_loss": sums[0], "entropy": sums[1],
+                                            "value_loss": sums[2]}
+
+
+def _push_recent(recent: Array, count: Array, new: Array, valid: Array):
+  """Appends the valid entries of ``new`` to a chronological window (drops the oldest)."""
+  order = jnp.argsort(jnp.logical_not(valid), stable=True)   # valid entries first, in order
+  num_new = jnp.sum(valid.astype(jnp.int32))
+  combined = jnp.concatenate([recent, new[order]])           # [W + N]
+  shifted = jax.lax.dynamic_slice_in_dim(combined, num_new, recent.shape[0])
+  return shifted, jnp.minimum(count + num_new, recent.shape[0])
+
+
+def collect_and_grad(setup: "Setup", state: ReinforceState):
+  """Rolls out one episode per environment and computes both gradients.
+
+  Returns:
+    (key, env carry, trajectory [T, N], returns [T, N], advantages [T, N], policy grads,
+    value grads, loss terms).
+  """
+  cfg = setup.config
+  key, key_rollout = jax.random.split(state.key)
+
+  def policy_fn(k, obs):
+    return policies.sample_actions(k, setup.policy.apply(state.policy_params, obs))
+
+  env_carry, traj, final_obs, steps_run = rollout.episode_rollout(
+      setup.env, setup.env_params, policy_fn, key_rollout, state.env, setup.episode_limit,
+      buffer_steps=setup.buffer_steps, axis_name=setup.seed_axis)
+  num_blocks = _blocks(steps_run, setup.block_steps, setup.seed_axis)
+  mask = traj.mask.astype(jnp.float32)
+  use_value = cfg.baseline == "value"
+  final_value = setup.value.apply(state.value_params, final_obs) if use_value else None  # [N]
+  returns = compute_returns(traj, cfg.gamma, cfg.estimator, final_value)
+  if use_value and not cfg.normalize_advantages:
+    adv = None    # A = G - v(s), computed block by block with the value gradient
+  else:
+    values = None
+    if use_value:
+      values = blockwise_values(state.value_params, setup.value, traj.obs, num_blocks,
+                                setup.block_steps)                            # [T, N]
+    adv = compute_advantages(returns, mask, cfg.baseline, values, cfg.normalize_advantages)
+  g_pi, g_v, adv, terms = batch_gradients(setup, state.policy_params, state.value_params, traj,
+                                          adv, returns, num_blocks)
+  # Environment steps simulated, padding included (the loop ran steps_run steps for N envs).
+  terms["simulated_steps"] = steps_run.astype(jnp.float32) * traj.mask.shape[1]
+  return key, env_carry, traj, returns, adv, g_pi, g_v, terms
+
+
+def update_step(setup: "Setup", state: ReinforceState
+                ) -> tuple[ReinforceState, dict[str, Array]]:
+  """One REINFORCE update: roll out N episodes, estimate returns, step policy (and value)."""
+  cfg = setup.config
+  key, env_carry, traj, _, _, g_pi, g_v, terms = collect_and_grad(setup, state)
+  updates, policy_opt_state = setup.policy_tx.update(g_pi, state.policy_opt_state,
+                                                     state.policy_params)
+  policy_params = optax.apply_updates(state.policy_params, updates)
+  if cfg.baseline == "value":
+    v_updates, value_opt_state = setup.value_tx.update(g_v, state.value_opt_state,
+                                                       state.value_params)
+    value_params = optax.apply_updates(state.value_params, v_updates)
+  else:
+    value_params, value_opt_state = state.value_params, state.value_opt_state
+
+  # Episode statistics: every column ended exactly one episode in this rollout.
+  ended = jnp.any(jnp.logical_or(traj.terminated, traj.truncated), axis=0)  # [N]
+  ep_return = jnp.sum(traj.reward, axis=0)                                  # 0 on padding
+  ep_length = jnp.sum(traj.mask.astype(jnp.float32), axis=0)
+  num_ended = jnp.maximum(jnp.sum(ended.astype(jnp.float32)), 1.0)
+  recent, recent_count = _push_recent(state.recent_returns, state.recent_count, ep_return,
+                                      ended)
+  steps = jnp.sum(traj.mask.astype(jnp.int32))
+
+  new_state = ReinforceState(
+      policy_params=policy_params, value_params=value_params,
+      policy_opt_state=policy_opt_state, value_opt_state=value_opt_state, env=env_carry,
+      key=key, update=state.update + 1, env_steps=state.env_steps + steps, chunk=state.chunk,
+      recent_returns=recent, recent_count=recent_count)
+  metrics = {
+      "episodes": jnp.sum(ended.astype(jnp.float32)),
+      "return_sum": jnp.sum(ep_return * ended),
+      "length_sum": jnp.sum(ep_length * ended),
+      "grad_norm": optax.global_norm(g_pi),
+      **terms,
+  }
+  return new_state, metrics
+
+
+def return_last100(state: ReinforceState) -> Array:
+  """Mean return of the last (up to) 100 episodes that ended; 0 before the first one."""
+  filled = jnp.arange(RECENT_EPISODES) >= RECENT_EPISODES - state.recent_count
+  return jnp.sum(state.recent_returns * filled) / jnp.maximum(state.recent_count, 1)
+
+
+def run_chunk(setup: Setup, state: ReinforceState) -> tuple[ReinforceState, dict[str, Array]]:
+  """Updates until the seed's counter reaches the chunk's end; per-chunk metrics.
+
+  Under a vmap that names ``setup.seed_axis`` the loop runs until every seed is done, and a seed
+  that is done keeps its state (its extra updates are discarded), so each seed's result does not
+  depend on the others.
+  """
+  cfg = setup.config
+  ends = jnp.asarray([cfg.chunk_end(c) for c in range(cfg.num_chunks + 1)], jnp.int32)
+  index = jnp.minimum(state.chunk, cfg.num_chunks - 1)
+  start, end = ends[index], ends[index + 1]
+  # The learning curve inside the chunk: the first update of the chunk that ends at or past each
+  # of these marks records its episodes' mean return and the last-100 average.
+  points = cfg.points_per_chunk
+  marks = start + ((end - start) * jnp.arange(1, points + 1)) // points      # [P]
+  counter = (lambda s: s.update) if cfg.total_updates > 0 else (lambda s: s.env_steps)
+  keys = ("episodes", "return_sum", "length_sum", "policy_loss", "entropy", "value_loss",
+          "grad_norm", "simulated_steps")
+
+  def cond(carry):
+    s, _ = carry
+    return rollout.any_over_axis(counter(s) < end, setup.seed_axis)
+
+  def body(carry):
+    s, acc = carry
+    active = counter(s) < end
+    new_s, m = update_step(setup, s)
+    crossed = active & ~acc["recorded"] & (marks <= counter(new_s))             # [P]
+    s = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_s, s)
+    acc = {k: acc[k] + jnp.where(active, m[k], 0.0) for k in keys} | {
+        "updates": acc["updates"] + active.astype(jnp.float32),
+        "grad_norm_max": jnp.maximum(acc["grad_norm_max"], jnp.where(active, m["grad_norm"],
+                                                                      0.0)),
+        "curve_return": jnp.where(crossed, m["return_sum"] / jnp.maximum(m["episodes"], 1.0),
+                                  acc["curve_return"]),
+        "curve_return_last100": jnp.where(crossed, return_last100(new_s),
+                                          acc["curve_return_last100"]),
+        "curve_env_steps": jnp.where(crossed, new_s.env_steps, acc["curve_env_steps"]),
+        "recorded": acc["recorded"] | crossed}
+    return s, acc
+
+  acc0 = {k: jnp.zeros((), jnp.float32) for k in keys + ("updates", "grad_norm_max")}
+  acc0 |= {k: jnp.zeros((points,), jnp.float32)
+           for k in ("curve_return", "curve_return_last100")}
+  acc0["curve_env_steps"] = jnp.zeros((points,), jnp.int32)
+  acc0["recorded"] = jnp.zeros((points,), bool)
+  state, acc = jax.lax.while_loop(cond, body, (state, acc0))
+  state = state.replace(chunk=state.chunk + 1)
+  num_updates = jnp.maximum(acc["updates"], 1.0)
+  num_episodes = jnp.maximum(acc["episodes"], 1.0)
+  metrics = {
+      "episode_return": acc["return_sum"] / num_episodes,
+      "episode_length": acc["length_sum"] / num_episodes,
+      "episodes": acc["episodes"],
+      "return_last100": return_last100(state),
+      "env_steps": state.env_steps,
+      "updates": state.update,
+      "updates_in_chunk": acc["updates"],
+      "simulated_steps_in_chunk": acc["simulated_steps"],
+      "policy_loss": acc["policy_loss"] / num_updates,
+      "entropy": acc["entropy"] / num_updates,
+      "value_loss": acc["value_loss"] / num_updates,
+      "grad_norm": acc["grad_norm"] / num_updates,
+      "grad_norm_max": acc["grad_norm_max"],
+      "curve_return": acc["curve_return"],
+      "curve_return_last100": acc["curve_return_last100"],
+      "curve_env_steps": acc["curve_env_steps"],
+  }
+  return state, metrics
+
+
+def gradient_variance(config: ReinforceConfig, state: ReinforceState, key: chex.PRNGKey,
+                      num_samples: int) -> tuple[Array, Array]:
+  """Spread of the policy-gradient estimate of ``config`` at ``state``'s networks.
+
+  Draws ``num_samples`` independent batches (fresh environment resets and rollouts, the same
+  policy and value parameters) and returns the total variance of the estimate, tr Cov[g] =
+  sum_i Var[g_i], and the squared norm of its mean, ||E[g]||^2: a lower tr Cov[g] at the same
+  policy is the variance reduction a baseline or reward-to-go buys (Greensmith et al. 2004).
+
+  Returns:
+    (tr Cov[g], ||mean g||^2), scalars.
+  """
+  setup = make_setup(config, seed_axis="samples")
+
+  def one(k):
+    key_env, key_run = jax.random.split(k)
+    env = rollout.reset(setup.env, setup.env_params, key_env, config.num_envs)
+    g = collect_and_grad(setup, state.replace(key=key_run, env=env))[5]
+    return jax.flatten_util.ravel_pytree(g)[0]
+
+  grads = jax.jit(jax.vmap(one, axis_name="samples"))(jax.random.split(key, num_samples))
+  return jnp.sum(jnp.var(grads, axis=0, ddof=1)), jnp.sum(jnp.square(jnp.mean(grads, axis=0)))
+
+
+def make_train(config: ReinforceConfig, seed_axis: str | None = SEED_AXIS):
+  """Returns ``(init, chunk, setup)`` for the runner: init(key, data), chunk(state, data).
+
+  ``data`` is unused (the environment lives in the closure); pass ``None``. ``seed_axis`` names
+  the vmap axis over seeds, if the caller binds one (the runner does): the rollout, gradient and
+  chunk loops then run as long as the slowest seed needs instead of selecting per seed (the
+  results are the same; see ``rollout.any_over_axis``).
+  """
+  setup = make_setup(config, seed_axis)
+
+  def init(key, data=None):
+    del data
+    return init_state(setup, key)
+
+  def chunk(state, data=None):
+    del data
+    return run_chunk(setup, state)
+
+  return init, chunk, setup
