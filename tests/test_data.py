@@ -88,6 +88,34 @@ def test_idx_directory_with_only_t10k_is_split_disjointly(tmp_path):
   np.testing.assert_array_equal(again.test_images, ds.test_images)
 
 
+def test_named_data_set_without_tfds_copy_downloads_idx_once(tmp_path, monkeypatch):
+  """No prepared TFDS copy: the IDX files come from the (here: loopback) server, then the cache."""
+  import functools, hashlib, http.server, threading  # pylint: disable=g-import-not-at-top,multiple-imports
+  from genrl_jax.data import download  # pylint: disable=g-import-not-at-top
+  served = tmp_path / "served"
+  arrays = write_mnist_like(str(served), sizes=(30, 10))
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+  handler.log_message = lambda *a, **k: None
+  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  threading.Thread(target=httpd.serve_forever, daemon=True).start()
+  base = f"http://127.0.0.1:{httpd.server_address[1]}/"
+  files = [download.RemoteFile(base + f, os.path.getsize(served / f),
+                               hashlib.sha256((served / f).read_bytes()).hexdigest(), f)
+           for f in sorted(os.listdir(served))]
+  monkeypatch.setattr(download, "tfds_checksums", lambda name: files)
+  root = tmp_path / "tfds"
+  root.mkdir()
+  try:
+    ds = images.load("fashion_mnist", str(root))
+  finally:
+    httpd.shutdown()
+    httpd.server_close()
+  np.testing.assert_array_equal(ds.test_images[..., 0], arrays["t10k"][0])
+  assert "30 train, 10 test" in ds.source
+  again = images.load("fashion_mnist", str(root))  # server gone: the verified cache is used
+  np.testing.assert_array_equal(again.train_images, ds.train_images)
+
+
 def test_tfds_path_through_mock_data():
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=12):

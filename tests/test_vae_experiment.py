@@ -101,12 +101,13 @@ def test_bad_input_ends_with_one_line(tmp_path, case):
       "latent_dim": (["--latent_dim=0"], "--latent_dim must be >= 1"),
       "missing_dir": (["--data_dir=/nonexistent/mnist"], "is not a directory"),
       "corrupt_idx": ([f"--data_dir={_corrupt_dir(tmp_path)}"], "is not an IDX file"),
-      "empty_dir_offline": ([f"--data_dir={empty}"], "cannot load 'mnist' through tensorflow-"),
-      "no_data_dir_offline": ([], "cannot load 'mnist' through tensorflow-datasets"),
+      "empty_dir_offline": ([f"--data_dir={empty}"], "cannot load 'mnist': no prepared"),
+      "no_data_dir_offline": ([], "cannot load 'mnist': no prepared"),
       "nan": (["--learning_rate=1e9", *TINY], "loss is NaN/Inf for seed(s) 0, 1 at epoch 1"),
   }[case]
   if case == "no_data_dir_offline":
     env["TFDS_DATA_DIR"] = str(empty)  # the default directory, empty, and no network
+    env["HOME"] = str(empty)
   if case == "nan":
     write_mnist_like(str(tmp_path / "data"), sizes=(64, 16))
     args.append(f"--data_dir={tmp_path / 'data'}")
@@ -118,4 +119,4 @@ def test_bad_input_ends_with_one_line(tmp_path, case):
   assert "Traceback" not in proc.stderr + proc.stdout
   if "offline" in case:  # the line names both offline options
     assert "prepared tensorflow-datasets directory" in lines[0]
-    assert "raw IDX files" in lines[0]
+    assert "raw IDX files" in lines[0] and "downloading its IDX files failed" in lines[0]

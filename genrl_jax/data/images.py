@@ -1,8 +1,9 @@
 """Image datasets (MNIST, Fashion-MNIST) as uint8 arrays, from tensorflow-datasets or raw IDX files.
 
 Two ways in:
-  * tensorflow-datasets by name through ``tfds.data_source`` (no TensorFlow needed); with
-    ``data_dir`` pointing at a prepared TFDS directory this works offline.
+  * by name: a prepared tensorflow-datasets copy through ``tfds.data_source`` (no TensorFlow
+    needed; offline with ``data_dir`` pointing at a prepared TFDS directory), else the data set's
+    raw IDX files, downloaded once by genrl_jax.data.download and cached.
   * a directory of raw IDX files (``train-images-idx3-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]``,
     label files optional), detected automatically. A directory holding only one of the two splits
     (e.g. only the 10k test files) is split into train/test with a fixed permutation.
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genrl_jax.data import download
 from genrl_jax.data import idx as idx_lib
 from genrl_jax.run.errors import UserError
 
@@ -157,26 +159,50 @@ def _stack_source(source, split: str) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def load_tfds(name: str, data_dir: str | None = None) -> ImageDataset:
-  """Loads both splits through ``tfds.data_source`` (downloads on first use when online)."""
+  """Loads both splits of a prepared tensorflow-datasets copy through ``tfds.data_source``.
+
+  No download here: building MNIST-like data sets in TFDS needs TensorFlow (see
+  genrl_jax.data.download); ``load`` fetches the raw IDX files instead when this fails.
+  """
   with _quiet_absl():
-    try:
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      tfds.disable_progress_bar()
-      train = _stack_source(tfds.data_source(name, split="train", data_dir=data_dir), "train")
-      test = _stack_source(tfds.data_source(name, split="test", data_dir=data_dir), "test")
-    except UserError:
-      raise
-    except Exception as e:  # noqa: BLE001 -- any failure here (network, missing files) is one line.
-      reason = (str(e).strip().splitlines() or [""])[0][:160]
-      raise UserError(f"cannot load {name!r} through tensorflow-datasets ({type(e).__name__}: "
-                      f"{reason}); {offline_hint(name)}") from None
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    tfds.disable_progress_bar()
+    sources = {split: tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+               for split in ("train", "test")}
+    train = _stack_source(sources["train"], "train")
+    test = _stack_source(sources["test"], "test")
   where = data_dir or "the default tensorflow-datasets directory"
   return ImageDataset(train[0], train[1], test[0], test[1], source=(
       f"tensorflow-datasets {name!r} from {where}: {len(train[0])} train, {len(test[0])} test"))
 
 
+def _first_line(e: BaseException) -> str:
+  return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+
+
+def load_named(name: str, data_dir: str | None = None) -> ImageDataset:
+  """A prepared TFDS copy if there is one, else the raw IDX files, downloaded once and cached
+  under ``<data_dir or $TFDS_DATA_DIR or ~/tensorflow_datasets>/downloads/idx/<name>/``."""
+  try:
+    return load_tfds(name, data_dir)
+  except UserError:
+    raise
+  except Exception as e:  # noqa: BLE001 -- not prepared (or unreadable): fall back to IDX files.
+    tfds_reason = _first_line(e)
+  root = data_dir or os.environ.get("TFDS_DATA_DIR")
+  try:
+    directory = download.fetch_idx(name, root)
+  except download.NETWORK_ERRORS as e:
+    raise UserError(f"cannot load {name!r}: no prepared tensorflow-datasets copy "
+                    f"({tfds_reason}) and downloading its IDX files failed ({_first_line(e)}); "
+                    f"{offline_hint(name)}") from None
+  dataset = load_idx_dir(directory)
+  return dataclasses.replace(dataset, source=f"{name} {dataset.source}")
+
+
 def load(name: str, data_dir: str | None = None, test_fraction: float = 0.2) -> ImageDataset:
-  """Loads data set ``name``: raw IDX files if ``data_dir`` holds them, else tensorflow-datasets."""
+  """Loads data set ``name``: raw IDX files if ``data_dir`` holds them, else a prepared
+  tensorflow-datasets copy, else the IDX files downloaded (once) by ``load_named``."""
   if name not in DATASETS:
     raise UserError(f"unknown --dataset={name!r}; choose one of {', '.join(DATASETS)}")
   if data_dir:
@@ -187,7 +213,7 @@ def load(name: str, data_dir: str | None = None, test_fraction: float = 0.2) -> 
       raise UserError(f"--data_dir={data_dir} is not readable; fix its permissions")
     if has_idx_files(data_dir):
       return load_idx_dir(data_dir, test_fraction)
-  return load_tfds(name, data_dir)
+  return load_named(name, data_dir)
 
 
 def binarize_static(images: np.ndarray, seed: int = BINARIZE_SEED) -> np.ndarray:

@@ -45,5 +45,5 @@ def seed_shardings(num_seeds: int, devices=None):
   shards = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
   if shards < 2:
     return None, None
-  mesh = Mesh(np.asarray(devices[:shards]), ("seeds",))
-  return NamedSharding(mesh, PartitionSpec("seeds")), NamedSharding(mesh, PartitionSpec())
+  mesh = Mesh(np.asarray(devices[:shards]), ("seed_devices",))
+  return NamedSharding(mesh, PartitionSpec("seed_devices")), NamedSharding(mesh, PartitionSpec())
