@@ -53,8 +53,9 @@ flags.DEFINE_integer("eval_iw_samples", 100, "k of the importance-weighted bound
 flags.DEFINE_string("dataset", "mnist", f"tensorflow-datasets name: {', '.join(images.DATASETS)}.")
 flags.DEFINE_string("data_dir", None, "Offline data: a prepared tensorflow-datasets directory, or a "
                     "directory of raw IDX files (train-/t10k-images-idx3-ubyte[.gz], labels "
-                    "optional; auto-detected). Unset: tensorflow-datasets' default directory, "
-                    "downloading on first use.")
+                    "optional; auto-detected). Unset: a prepared copy in tensorflow-datasets' "
+                    "default directory, else the IDX files downloaded once into "
+                    "~/tensorflow_datasets/downloads/idx/<dataset>/.")
 flags.DEFINE_float("test_fraction", 0.2, "Only when --data_dir holds a single IDX split (e.g. only "
                    "the t10k files): the fraction held out as the test set (fixed split).")
 flags.DEFINE_string("workdir", "runs/vae", "Where metrics, checkpoints, results and figures go; "
