@@ -93,9 +93,6 @@ def simulate(key, epsilons: list[float]) -> tuple[bandits.Trace, float, float]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise runner.UserError(f"unexpected arguments {argv[1:]}; "
-                           "flags look like --epsilons=0,0.1")
   epsilons = _check_flags()
   os.makedirs(_WORKDIR.value, exist_ok=True)
   info.write(os.path.join(_WORKDIR.value, RUN_INFO_FILE), "bandits",

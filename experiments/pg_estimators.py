@@ -214,9 +214,6 @@ def learning_curves(key, seeds: int, episodes: int, max_steps: int, alpha: float
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise runner.UserError(f"unexpected arguments {argv[1:]}; "
-                           "flags look like --episodes=100000")
   p_right = _check_flags()
   jax.config.update("jax_enable_x64", True)
   os.makedirs(_WORKDIR.value, exist_ok=True)

@@ -195,8 +195,6 @@ def train(config: reinforce.ReinforceConfig, *, seeds: int, seed: int, workdir: 
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise runner.UserError(f"unexpected arguments {argv[1:]}; flags are given as --name=value")
   config = config_from_flags()
   target = target_return(config, FLAGS.target_return)
   _, summary = train(config, seeds=FLAGS.seeds, seed=FLAGS.seed, workdir=FLAGS.workdir,

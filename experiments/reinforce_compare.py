@@ -115,8 +115,6 @@ def table(summaries: dict, variances: dict | None, seeds: int, target: float | N
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise runner.UserError(f"unexpected arguments {argv[1:]}; flags are given as --name=value")
   if FLAGS["estimator"].present or FLAGS["baseline"].present:
     raise runner.UserError("reinforce_compare runs its own estimators (total, reward_to_go, "
                            "reward_to_go + value); drop --estimator and --baseline")

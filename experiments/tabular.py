@@ -124,9 +124,6 @@ def corridor_report(workdir: str, table_step: float, grid: int) -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise runner.UserError(f"unexpected arguments {argv[1:]}; "
-                           "flags look like --gammas=0.1,0.99")
   gammas = _parse_gammas(_GAMMAS.value)
   if not 0.0 < _TABLE_STEP.value <= 0.5:
     raise runner.UserError(f"--table_step must be in (0, 0.5], got {_TABLE_STEP.value}")

@@ -110,8 +110,6 @@ def _summary(values: np.ndarray) -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise runner.UserError(f"unexpected arguments {' '.join(argv[1:])!r}; all options are --flags")
   config = _config_from_flags()
   dataset = images.load(FLAGS.dataset, FLAGS.data_dir, FLAGS.test_fraction)
   if dataset.image_shape != config.image_shape:

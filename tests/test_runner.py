@@ -256,3 +256,10 @@ def test_a_chunk_that_changes_the_state_signature_is_caught():
   exp = runner.Experiment(name="drift", init=init, chunk=chunk, num_chunks=3, data=None)
   with pytest.raises(runner.RetraceError, match="traced 2 times"):
     runner.run(exp, seeds=1, log=_quiet)
+
+
+def test_positional_arguments_are_refused_by_every_entry_point_in_one_line():
+  import experiment_cli
+  for module in ("experiments.tabular", "experiments.vae"):
+    proc = experiment_cli.run_experiment(module, "stray")
+    experiment_cli.assert_one_line_error(proc, "unexpected arguments 'stray'")

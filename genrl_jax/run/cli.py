@@ -14,6 +14,8 @@ from genrl_jax.run.errors import UserError
 def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = False) -> None:
   """``app.run(main)``, with bad input reported as ``error: <what is wrong and how to fix it>``.
 
+  Positional arguments are refused here, for every experiment: all options are absl flags.
+
   host_device_per_core: expose one XLA CPU device per core before jax starts, so the runner
   spreads the seeds over the cores (see genrl_jax.run.devices).
   """
@@ -26,6 +28,9 @@ def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = F
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)
     try:
+      if len(argv) > 1:
+        raise UserError(f"unexpected arguments {' '.join(argv[1:])!r}; options are given as "
+                        "--name=value (see --helpfull)")
       return main(argv)
     except UserError as e:
       print(f"error: {e}", file=sys.stderr, flush=True)
