@@ -61,6 +61,11 @@ flags.DEFINE_float("test_fraction", 0.2, "Only when --data_dir holds a single ID
 flags.DEFINE_string("workdir", "runs/vae", "Where metrics, checkpoints, results and figures go; "
                     "rerunning with the same flags resumes from the latest checkpoint here.")
 flags.DEFINE_integer("checkpoint_every", 1, "Checkpoint every this many epochs (and the last).")
+flags.DEFINE_enum("seed_loop", "auto", list(runner.devices.SEED_LOOPS),
+                  "How each device runs its seeds: 'vmap' batches them into every op (what a GPU "
+                  "or TPU needs), 'map' runs them one after another with unbatched ops (faster on "
+                  "a CPU: plain matmuls, each seed's parameters stay in cache), 'auto' = map on "
+                  "CPU, vmap otherwise. Same results up to float rounding; may change on resume.")
 
 FLAGS = flags.FLAGS
 
@@ -131,13 +136,14 @@ def main(argv):
       chunk_label="epoch",
       progress=(("loss", "-elbo"), ("test_neg_elbo", "test -elbo"), ("kl", "kl")),
       finite_key="loss", units_per_chunk=examples_per_epoch, units_label="ex/s",
-      resume_may_change=("checkpoint_every", "epochs", "eval_iw_samples"),
-      compiler_options=vae.compiler_options())
+      resume_may_change=("checkpoint_every", "epochs", "eval_iw_samples", "seed_loop"),
+      compiler_options=vae.compiler_options(), seed_loop=FLAGS.seed_loop)
   result = runner.run(experiment, seeds=FLAGS.seeds, seed=FLAGS.seed, workdir=FLAGS.workdir,
                       checkpoint_every=FLAGS.checkpoint_every, config=runner.flags_dict(FLAGS))
 
   t0 = time.perf_counter()
-  evaluate = jax.jit(jax.vmap(train.evaluate, in_axes=(0, None)),
+  by_seed, _ = runner.devices.seed_shardings(FLAGS.seeds)
+  evaluate = jax.jit(runner.devices.over_seeds(train.evaluate, FLAGS.seed_loop, by_seed),
                      compiler_options=vae.compiler_options())
   final = evaluate(result.state, data)
   final = {k: np.asarray(v, dtype=np.float64) for k, v in jax.device_get(final).items()}

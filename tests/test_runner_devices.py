@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from genrl_jax.run import devices
 
@@ -23,8 +25,13 @@ leaf = sharded.state.params["decoder"]["logits"]["kernel"]
 assert len(leaf.sharding.device_set) == 4, leaf.sharding
 odd = runner.run(test_vae._experiment(), seeds=3, seed=0, log=lambda _: None)  # 3 seeds: 3 devices
 assert len(odd.state.params["decoder"]["logits"]["kernel"].sharding.device_set) == 3
+# seed_loop="map": each of the 4 devices loops over its 2 seeds (shard_map around lax.map).
+looped = runner.run(test_vae._experiment(seed_loop="map"), seeds=8, seed=0, log=lambda _: None)
+looped_leaf = looped.state.params["decoder"]["logits"]["kernel"]
+assert len(looped_leaf.sharding.device_set) == 4, looped_leaf.sharding
 np.savez("OUT", sharded=np.asarray(leaf), odd=np.asarray(odd.state.params["decoder"]["logits"]["kernel"]),
-         loss=np.asarray(sharded.history[-1]["loss"]))
+         loss=np.asarray(sharded.history[-1]["loss"]), looped=np.asarray(looped_leaf),
+         looped_loss=np.asarray(looped.history[-1]["loss"]))
 """
 
 
@@ -51,3 +58,21 @@ def test_sharded_seeds_match_one_device(tmp_path):
   np.testing.assert_allclose(got["sharded"], want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got["odd"], want[:3], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got["loss"], one_device.history[-1]["loss"], rtol=1e-5)
+  np.testing.assert_allclose(got["looped"], want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got["looped_loss"], one_device.history[-1]["loss"], rtol=1e-5)
+
+
+def test_over_seeds_map_and_vmap_equal_a_python_loop():
+  def fn(x, shared):
+    return {"y": jnp.tanh(x["w"] @ shared), "n": jnp.sum(x["w"])}
+  xs = {"w": jax.random.normal(jax.random.key(0), (5, 3, 4))}
+  shared = jax.random.normal(jax.random.key(1), (4, 2))
+  want = [fn({"w": xs["w"][i]}, shared) for i in range(5)]
+  for seed_loop in ("vmap", "map", "auto"):
+    got = jax.jit(devices.over_seeds(fn, seed_loop))(xs, shared)
+    for i in range(5):
+      np.testing.assert_allclose(got["y"][i], want[i]["y"], rtol=1e-6, atol=1e-6)
+      np.testing.assert_allclose(got["n"][i], want[i]["n"], rtol=1e-6)
+  assert devices.resolve_seed_loop("auto") == ("map" if jax.default_backend() == "cpu" else "vmap")
+  with pytest.raises(ValueError, match="seed_loop must be one of"):
+    devices.over_seeds(fn, "pmap")

@@ -1,21 +1,34 @@
-"""Where the seeds run: one shard of the seed axis per local device.
+"""Where and how the seeds run: one shard of the seed axis per local device, and on each device
+the seeds either batched (``vmap``) or one after another (``lax.map``).
 
-Seeds are independent, so splitting the vmapped seed axis over devices needs no communication:
-each device runs its seeds' chunk. On a multi-GPU/TPU host that uses every accelerator; on a CPU
-host, ``host_device_per_core`` first splits the CPU into one XLA device per core, which runs the
-seeds' independent programs side by side instead of splitting every small op over all cores
-(5–20 % more VAE examples/s with 8 seeds on 2 cores, measured on a shared machine).
+Seeds are independent, so splitting the seed axis over devices needs no communication: each
+device runs its seeds' chunk. On a multi-GPU/TPU host that uses every accelerator; on a CPU host,
+``host_device_per_core`` first splits the CPU into one XLA device per core, which runs the seeds'
+independent programs side by side instead of splitting every small op over all cores.
+
+Within a device, ``over_seeds`` picks the seed loop. ``vmap`` batches the seeds into every op —
+what an accelerator needs to be busy. On a CPU it makes every matmul a batched matmul (71 % of a
+large matmul's rate for 8x[128x784]@[784x400] vs 97 % unbatched) and streams all seeds' parameters
+and Adam moments through memory each step (83 MB for 8 VAE seeds); ``map`` runs each seed's whole
+chunk in turn with plain matmuls and a working set that stays in cache (10 MB per VAE seed).
+Measured, 8 VAE seeds on 2 cores of a shared machine (±15 % run to run): vmap 52–61k ex/s on
+one device, 61–70k with one device per core; map with one device per core 69–82k. Both compute
+the same per-seed function; only rounding may differ.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 _FLAG = "--xla_force_host_platform_device_count"
+SEED_AXIS = "seeds"  # the name of the vmapped seed axis inside init and chunk
+SEED_DEVICES_AXIS = "seed_devices"  # the mesh axis the seeds are split over
+SEED_LOOPS = ("auto", "vmap", "map")
 
 
 def _backends_initialized() -> bool:
@@ -45,5 +58,36 @@ def seed_shardings(num_seeds: int, devices=None):
   shards = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
   if shards < 2:
     return None, None
-  mesh = Mesh(np.asarray(devices[:shards]), ("seed_devices",))
-  return NamedSharding(mesh, PartitionSpec("seed_devices")), NamedSharding(mesh, PartitionSpec())
+  mesh = Mesh(np.asarray(devices[:shards]), (SEED_DEVICES_AXIS,))
+  return NamedSharding(mesh, PartitionSpec(SEED_DEVICES_AXIS)), NamedSharding(mesh, PartitionSpec())
+
+
+def resolve_seed_loop(seed_loop: str) -> str:
+  """'auto' -> 'map' on a CPU backend, 'vmap' on accelerators; 'vmap' / 'map' unchanged."""
+  if seed_loop not in SEED_LOOPS:
+    raise ValueError(f"seed_loop must be one of {SEED_LOOPS}, got {seed_loop!r}")
+  if seed_loop == "auto":
+    return "map" if jax.default_backend() == "cpu" else "vmap"
+  return seed_loop
+
+
+def over_seeds(fn: Callable[[Any, Any], Any], seed_loop: str = "vmap",
+               by_seed: NamedSharding | None = None) -> Callable[[Any, Any], Any]:
+  """fn(x, shared) for one seed -> the same for a leading seed axis on x (shared broadcast).
+
+  seed_loop: "vmap" (batched; ``SEED_AXIS`` is bound, so fn may use collectives over seeds),
+  "map" (each seed in turn with ``lax.map``; no axis name) or "auto" (``resolve_seed_loop``).
+  by_seed: the seed-axis sharding from ``seed_shardings``; with "map" each device then loops over
+  its own seeds (``shard_map``), so the devices run side by side. Not jitted: the caller jits.
+  """
+  if resolve_seed_loop(seed_loop) == "vmap":
+    return jax.vmap(fn, in_axes=(0, None), axis_name=SEED_AXIS)
+
+  def loop(xs, shared):
+    return jax.lax.map(lambda x: fn(x, shared), xs)
+
+  if by_seed is None:
+    return loop
+  return jax.shard_map(loop, mesh=by_seed.mesh,
+                       in_specs=(PartitionSpec(SEED_DEVICES_AXIS), PartitionSpec()),
+                       out_specs=PartitionSpec(SEED_DEVICES_AXIS))

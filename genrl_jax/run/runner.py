@@ -14,6 +14,8 @@ an N-seed run is the same computation as a 1-seed run with ``--seed=seed+i``.
 The seeds' vmap axis is named ``SEED_AXIS``, so a chunk may use a collective over it where that
 saves work without coupling the seeds' results: e.g. a ``while_loop`` that runs until the slowest
 seed is done (``jax.lax.pmax`` of the condition) instead of per-seed selects of its whole carry.
+An experiment without such collectives may set ``seed_loop="auto"``: on a CPU each device then
+runs its seeds one after another (``lax.map``), which is faster there (``devices.over_seeds``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from genrl_jax.run import info as run_info_lib
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run_info.json"
 CHECKPOINT_DIR = "checkpoints"
-SEED_AXIS = "seeds"  # the name of the vmapped seed axis inside init and chunk
+SEED_AXIS = devices_lib.SEED_AXIS  # the name of the vmapped seed axis inside init and chunk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,9 @@ class Experiment:
     resume_may_change: config keys that may differ when resuming (e.g. the number of epochs).
     compiler_options: XLA options for the init and chunk compilations (``jax.jit``'s
       ``compiler_options``), e.g. a lower LLVM optimization level on CPU for faster compiles.
+    seed_loop: how each device runs its seeds: "vmap" (batched; SEED_AXIS bound for
+      collectives), "map" (one after another) or "auto" (map on CPU, vmap on accelerators);
+      see ``devices.over_seeds``. Only "vmap" allows collectives over SEED_AXIS.
   """
   name: str
   init: Callable[[jax.Array, Any], Any]
@@ -75,6 +80,7 @@ class Experiment:
   units_label: str = "units/s"
   resume_may_change: Sequence[str] = ("checkpoint_every",)
   compiler_options: dict[str, Any] | None = None
+  seed_loop: str = "vmap"
 
 
 @dataclasses.dataclass
@@ -320,7 +326,7 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
   by_seed, replicated = devices_lib.seed_shardings(seeds)
   place = lambda tree, sharding: tree if sharding is None else jax.device_put(tree, sharding)
   data = place(exp.data, replicated)
-  init = jax.jit(jax.vmap(exp.init, in_axes=(0, None), axis_name=SEED_AXIS),
+  init = jax.jit(devices_lib.over_seeds(exp.init, exp.seed_loop, by_seed),
                  compiler_options=exp.compiler_options,
                  **({} if by_seed is None else {"out_shardings": by_seed}))
   state = init(place(seed_keys(seed, seeds), by_seed), data)
@@ -347,7 +353,7 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
 
   shardings = {} if by_seed is None else {"in_shardings": (by_seed, replicated),
                                            "out_shardings": by_seed}
-  chunk_fn = jax.jit(jax.vmap(trace_once(exp.chunk), in_axes=(0, None), axis_name=SEED_AXIS),
+  chunk_fn = jax.jit(devices_lib.over_seeds(trace_once(exp.chunk), exp.seed_loop, by_seed),
                      donate_argnums=0, compiler_options=exp.compiler_options, **shardings)
 
   chunk_seconds: list[float] = []
