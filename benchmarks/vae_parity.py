@@ -95,7 +95,7 @@ def main():
   rel = (om - tm) / tm
   print(f"\ntest -ELBO after {args.epochs} epochs on {args.dataset} (nats per test example, "
         "mean ± 95% CI half-width):")
-  print(f"  genrl_jax ({len(ours_final)} seeds, vmapped): {om:.2f} ± {oh:.2f}")
+  print(f"  genrl_jax ({len(ours_final)} seeds, one program): {om:.2f} ± {oh:.2f}")
   print(f"  PyTorch   ({len(torch_final)} seeds, sequential): {tm:.2f} ± {th:.2f}")
   print(f"RATIO  relative difference (genrl_jax - PyTorch) / PyTorch = {rel:+.2%}   "
         f"({'within' if abs(rel) <= 0.01 else 'NOT within'} 1%)")

@@ -225,6 +225,11 @@ def main():
         f"{floor['matmuls']:.3f} ms ({floor['matmul_flops_per_step'] / floor['matmuls'] / 1e6 / peak:.0%}"
         f" of peak), Adam alone {floor['adam']:.3f} ms -> ceiling without any other cost "
         f"{step_flops / (floor['matmuls'] + floor['adam']) / 1e6 / peak:.0%} of peak", flush=True)
+  rest = max(floor["step"] - floor["matmuls"], 0.0)
+  big_at_peak = floor["matmul_flops_per_step"] / peak / 1e6  # ms, the five matmuls at the peak rate
+  print(f"  the step minus its five big matmuls: {rest:.3f} ms; with those matmuls at the peak "
+        f"rate ({big_at_peak:.3f} ms) the step would reach "
+        f"{step_flops / peak / 1e6 / (big_at_peak + rest):.0%} of peak", flush=True)
 
   loop = runner.devices.resolve_seed_loop(args.seed_loop)
   alt_rate = None
