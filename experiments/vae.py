@@ -1,4 +1,4 @@
-"""Variational autoencoder on MNIST / Fashion-MNIST, N seeds vmapped in one program.
+"""Variational autoencoder on MNIST / Fashion-MNIST, N seeds trained in one program.
 
   python -m experiments.vae --seeds=8
   python -m experiments.vae --seeds=8 --dataset=fashion_mnist --data_dir=../shared/data/fashion_mnist
@@ -28,7 +28,7 @@ from genrl_jax.models import vae as vae_models
 
 _START = time.perf_counter()
 
-flags.DEFINE_integer("seeds", 1, "Number of seeds trained side by side (vmapped) in one program.")
+flags.DEFINE_integer("seeds", 1, "Number of seeds trained side by side in one program (see --seed_loop).")
 flags.DEFINE_integer("seed", 0, "First seed; seed i of the run uses jax.random.key(seed + i).")
 flags.DEFINE_integer("epochs", 10, "Passes over the training set (one checkpointable chunk each).")
 flags.DEFINE_integer("batch_size", 128, "Examples per Adam step; an epoch drops the last partial "

@@ -89,7 +89,8 @@ def _corrupt_dir(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["seeds", "dataset", "latent_dim", "missing_dir", "corrupt_idx",
-                                  "empty_dir_offline", "no_data_dir_offline", "nan"])
+                                  "empty_dir_offline", "no_data_dir_offline", "nan", "enum",
+                                  "not_a_number", "unknown_flag"])
 def test_bad_input_ends_with_one_line(tmp_path, case):
   empty = tmp_path / "empty"
   empty.mkdir()
@@ -104,6 +105,9 @@ def test_bad_input_ends_with_one_line(tmp_path, case):
       "empty_dir_offline": ([f"--data_dir={empty}"], "cannot load 'mnist': no prepared"),
       "no_data_dir_offline": ([], "cannot load 'mnist': no prepared"),
       "nan": (["--learning_rate=1e9", *TINY], "loss is NaN/Inf for seed(s) 0, 1 at epoch 1"),
+      "enum": (["--seed_loop=pmap"], "--seed_loop=pmap: value should be one of <auto|vmap|map>"),
+      "not_a_number": (["--epochs=ten"], "--epochs=ten"),
+      "unknown_flag": (["--epoch=3"], "Unknown command line flag 'epoch'"),
   }[case]
   if case == "no_data_dir_offline":
     env["TFDS_DATA_DIR"] = str(empty)  # the default directory, empty, and no network

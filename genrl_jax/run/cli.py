@@ -15,6 +15,7 @@ def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = F
   """``app.run(main)``, with bad input reported as ``error: <what is wrong and how to fix it>``.
 
   Positional arguments are refused here, for every experiment: all options are absl flags.
+  absl's own flag errors (unknown flag, value not of the flag's type or enum) are one line too.
 
   host_device_per_core: expose one XLA CPU device per core before jax starts, so the runner
   spreads the seeds over the cores (see genrl_jax.run.devices).
@@ -36,7 +37,16 @@ def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = F
       print(f"error: {e}", file=sys.stderr, flush=True)
       sys.exit(2)
 
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with its errors (unknown flag, bad enum or number) as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}; see --helpfull", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def flags_dict(flag_values, module_names: tuple[str, ...] | None = None) -> dict:
