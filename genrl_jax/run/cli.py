@@ -34,8 +34,7 @@ def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = F
                         "--name=value (see --helpfull)")
       return main(argv)
     except UserError as e:
-      print(f"error: {e}", file=sys.stderr, flush=True)
-      sys.exit(2)
+      _exit_with_error(str(e))
 
   app.run(wrapped, flags_parser=_parse_flags)
 
@@ -45,8 +44,13 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"error: {e}; see --helpfull", file=sys.stderr, flush=True)
-    sys.exit(2)
+    _exit_with_error(f"{e}; see --helpfull")
+
+
+def _exit_with_error(message: str) -> None:
+  """The one line bad input gets: ``error: <message>`` on stderr, exit status 2."""
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(2)
 
 
 def flags_dict(flag_values, module_names: tuple[str, ...] | None = None) -> dict:
