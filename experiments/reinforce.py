@@ -13,17 +13,12 @@ and return.png (episodic return vs env steps: mean and IQM over seeds, 95 % boot
 from __future__ import annotations
 
 import json
-import math
 import os
 
-import numpy as np
 from absl import flags
 
 from genrl_jax import run as runner
-from genrl_jax.rl import reinforce
-
-# Gym's reward_threshold for the classic-control tasks ("solved" over 100 episodes).
-SOLVED_RETURN = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "MountainCar-v0": -110.0}
+from genrl_jax.rl import reinforce, report
 
 _D = reinforce.ReinforceConfig()
 flags.DEFINE_string("env", _D.env_id, "gymnax environment id with a discrete action space "
@@ -101,10 +96,6 @@ def config_from_flags() -> reinforce.ReinforceConfig:
       points_per_chunk=FLAGS.points_per_chunk)
 
 
-def target_return(config: reinforce.ReinforceConfig, flag_value: float | None) -> float | None:
-  return flag_value if flag_value is not None else SOLVED_RETURN.get(config.env_id)
-
-
 def make_experiment(config: reinforce.ReinforceConfig, name: str = "reinforce"
                     ) -> runner.Experiment:
   init, chunk, _ = reinforce.make_train(config)
@@ -120,83 +111,23 @@ def make_experiment(config: reinforce.ReinforceConfig, name: str = "reinforce"
       resume_may_change=("checkpoint_every", "target_return"))
 
 
-def curves(history: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
-  """[n_seeds, num_chunks * points_per_chunk]: a per-chunk curve metric laid end to end."""
-  stacked = runner.stack_history(history, key)                 # [chunks, seeds, points]
-  return np.concatenate(list(stacked), axis=-1)
-
-
-def summarize(history: list[dict[str, np.ndarray]], seeds: np.ndarray,
-              target: float | None) -> dict:
-  """Per-seed and aggregate results of a run from its per-chunk history."""
-  final = runner.stack_history(history, "return_last100")[-1]
-  ret = curves(history, "curve_return")
-  mean, half = runner.stats.mean_ci(final)
-  auc = ret.mean(axis=1)
-  auc_mean, auc_half = runner.stats.mean_ci(auc)
-  out = {
-      "seeds": [int(s) for s in seeds],
-      "env_steps": [int(s) for s in runner.stack_history(history, "env_steps")[-1]],
-      "updates": [int(u) for u in runner.stack_history(history, "updates")[-1]],
-      "final_return_last100": [round(float(x), 2) for x in final],
-      "final_return_last100_mean": round(mean, 2),
-      "final_return_last100_ci95": round(half, 2),
-      "final_return_last100_iqm": round(float(runner.stats.iqm(final)), 2),
-      # Area under the learning curve, normalized: the mean of the episodic return over the
-      # curve's points, which are equally spaced in env steps (= the average return in training).
-      "auc_return": [round(float(x), 2) for x in auc],
-      "auc_return_mean": round(auc_mean, 2),
-      "auc_return_ci95": round(auc_half, 2),
-      "auc_return_iqm": round(float(runner.stats.iqm(auc)), 2),
-  }
-  if target is not None:
-    last100 = curves(history, "curve_return_last100")
-    steps = curves(history, "curve_env_steps")
-    first = [int(steps[i, np.argmax(row >= target)]) if np.any(row >= target) else None
-             for i, row in enumerate(last100)]
-    out.update(target_return=target, steps_to_target=first,
-               seeds_reaching_target=int(sum(f is not None for f in first)))
-  return out
-
-
-def plot_returns(path: str, history: list[dict[str, np.ndarray]], config, title: str) -> str:
-  """Episodic return vs env steps: mean (left) and IQM (right) over seeds with 95 % CI bands."""
-  import matplotlib.pyplot as plt  # noqa: PLC0415 (after runner.plots selected Agg)
-  marks = config.curve_marks()
-  ret = curves(history, "curve_return")
-  last100 = curves(history, "curve_return_last100")
-  x = np.asarray(marks[:ret.shape[1]], np.float64)
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-  for ax, statistic in zip(axes, ("mean", "iqm")):
-    runner.plots.band(ax, x, ret, label="episodes of the update", statistic=statistic)
-    runner.plots.band(ax, x, last100, label="last 100 episodes", statistic=statistic)
-    ax.set_title(f"{'IQM' if statistic == 'iqm' else 'mean'} over {ret.shape[0]} seeds, "
-                 "95% bootstrap CI")
-    ax.set_xlabel("env steps per seed" if config.total_updates == 0 else "updates")
-    ax.grid(alpha=0.3)
-  axes[0].set_ylabel("episodic return")
-  axes[0].legend(loc="lower right")
-  fig.suptitle(title)
-  return runner.plots.save(fig, path)
-
-
 def train(config: reinforce.ReinforceConfig, *, seeds: int, seed: int, workdir: str,
           checkpoint_every: int, flag_values: dict, target: float | None,
           name: str = "reinforce") -> tuple[runner.RunResult, dict]:
   """Runs (or resumes) one configuration; writes results.json and return.png into workdir."""
   result = runner.run(make_experiment(config, name), seeds=seeds, seed=seed, workdir=workdir,
                       checkpoint_every=checkpoint_every, config=flag_values)
-  summary = summarize(result.history, result.seeds, target)
+  summary = report.summarize(result.history, result.seeds, target)
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  plot_returns(os.path.join(workdir, "return.png"), result.history, config,
+  report.plot_returns(os.path.join(workdir, "return.png"), result.history, config,
                f"REINFORCE on {config.env_id}: {config.estimator}, baseline {config.baseline}")
   return result, summary
 
 
 def main(argv):
   config = config_from_flags()
-  target = target_return(config, FLAGS.target_return)
+  target = report.target_return(config, FLAGS.target_return)
   _, summary = train(config, seeds=FLAGS.seeds, seed=FLAGS.seed, workdir=FLAGS.workdir,
                      checkpoint_every=FLAGS.checkpoint_every,
                      flag_values=runner.flags_dict(FLAGS), target=target)

@@ -30,7 +30,7 @@ from absl import flags
 
 from experiments import reinforce as single
 from genrl_jax import run as runner
-from genrl_jax.rl import reinforce
+from genrl_jax.rl import reinforce, report
 
 VARIANTS = (  # (directory, label, estimator, baseline)
     ("total", "total return G_0", "total", "none"),
@@ -78,7 +78,7 @@ def plot_compare(path: str, config, histories: dict, title: str) -> str:
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
   for ax, statistic in zip(axes, ("mean", "iqm")):
     for (name, label, _, _) in VARIANTS:
-      ret = single.curves(histories[name], "curve_return")
+      ret = report.curves(histories[name], "curve_return")
       x = np.asarray(config.curve_marks()[:ret.shape[1]], np.float64)
       runner.plots.band(ax, x, ret, label=label, statistic=statistic)
     ax.set_title(f"{'IQM' if statistic == 'iqm' else 'mean'} over seeds, 95% bootstrap CI")
@@ -122,7 +122,7 @@ def main(argv):
     raise runner.UserError(f"--variance_samples must be 0 (skip) or >= 2, got "
                            f"{FLAGS.variance_samples}")
   base = single.config_from_flags()
-  target = single.target_return(base, FLAGS.target_return)
+  target = report.target_return(base, FLAGS.target_return)
   flag_values = runner.flags_dict(FLAGS)
   for k in ("variance_samples", "variance_at_chunk"):
     flag_values.pop(k, None)
