@@ -5,8 +5,11 @@ byte for byte, skipped for the previous readable step, and never counted among (
 the newest-``keep`` retention; ``keep_every=K`` also keeps every multiple of K.
 """
 
+import asyncio
+import gc
 import glob
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +21,7 @@ import numpy as np
 import pytest
 
 from genrl_jax.run import Checkpointer, UserError
+from genrl_jax.run import checkpoint as checkpoint_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -188,3 +192,53 @@ def test_no_traceback_from_orbax_reader_threads(tmp_path):
   assert len(lines) == 6, lines
   assert [line.split()[0] for line in lines] == ["warning:", "restored", "warning:", "warning:",
                                                  "warning:", "error:"]
+
+
+class _CallsIntoClosedLoop:
+  """Its finalizer does what a late tensorstore callback does: it schedules on a closed loop.
+  Python reports an exception from a finalizer through ``sys.unraisablehook``, as it does for
+  that callback."""
+
+  def __init__(self, loop, error=None):
+    self.loop, self.error = loop, error
+
+  def __del__(self):
+    if self.error is not None:
+      raise self.error
+    self.loop.call_soon_threadsafe(lambda: None)
+
+
+def test_closed_loop_callbacks_are_dropped_and_other_unraisables_passed_on(tmp_path, monkeypatch):
+  seen = []
+  monkeypatch.setattr("sys.unraisablehook", lambda u: seen.append(str(u.exc_value)))
+  checkpoint_lib._silence_failed_read_leftovers(str(tmp_path / "4"))
+  loop = asyncio.new_event_loop()
+  loop.close()
+  obj = _CallsIntoClosedLoop(loop)
+  del obj
+  other = _CallsIntoClosedLoop(loop, RuntimeError("Event loop is closed, but raised elsewhere"))
+  del other
+  gc.collect()
+  assert seen == ["Event loop is closed, but raised elsewhere"]
+
+
+def test_unretrieved_read_errors_of_a_damaged_step_are_not_logged(tmp_path, caplog):
+  damaged, other = str(tmp_path / "4"), str(tmp_path / "40")
+  checkpoint_lib._silence_failed_read_leftovers(damaged)
+
+  async def read(path):
+    raise ValueError(f'OUT_OF_RANGE: Error reading "w/0.0" at local file "{path}/default/"')
+
+  def fail_unretrieved(path):
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(read(path))
+    loop.run_until_complete(asyncio.sleep(0))  # the task runs and fails; nobody awaits it
+    loop.close()
+    del task
+    gc.collect()
+
+  with caplog.at_level(logging.ERROR, logger="asyncio"):
+    fail_unretrieved(damaged)
+    fail_unretrieved(other)  # a step not known to be damaged: still logged
+  messages = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+  assert len(messages) == 1 and other + "/default/" in messages[0]

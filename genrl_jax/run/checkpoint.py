@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 import traceback
 
 import jax
@@ -53,8 +52,7 @@ def from_storable(stored, template):
 # in one line; the two filters below drop exactly those and pass everything else on.
 
 _unreadable_dirs: set[str] = set()  # step directories found unreadable in this process
-_filters_lock = threading.Lock()
-_filters_installed = False
+_previous_unraisablehook = sys.unraisablehook
 
 
 def _is_closed_loop_callback(unraisable) -> bool:
@@ -64,6 +62,11 @@ def _is_closed_loop_callback(unraisable) -> bool:
   return bool(frames) and frames[-1].name == "_check_closed" and "asyncio" in frames[-1].filename
 
 
+def _unraisablehook(unraisable) -> None:
+  if not _is_closed_loop_callback(unraisable):
+    _previous_unraisablehook(unraisable)
+
+
 class _UnretrievedReadFilter(logging.Filter):
   """Drops asyncio's 'Task exception was never retrieved' records about a damaged step."""
 
@@ -71,24 +74,19 @@ class _UnretrievedReadFilter(logging.Filter):
     message = record.getMessage()
     if not message.startswith("Task exception was never retrieved"):
       return True
-    return not any(path in message for path in _unreadable_dirs)
+    return not any(path + os.sep in message for path in _unreadable_dirs)
 
 
 def _silence_failed_read_leftovers(step_dir: str) -> None:
-  global _filters_installed
+  """Installs both filters (once; again if someone replaced the hook) for ``step_dir``."""
+  global _previous_unraisablehook
   _unreadable_dirs.add(step_dir)
-  with _filters_lock:
-    if _filters_installed:
-      return
-    previous = sys.unraisablehook
-
-    def hook(unraisable):
-      if not _is_closed_loop_callback(unraisable):
-        previous(unraisable)
-
-    sys.unraisablehook = hook
-    logging.getLogger("asyncio").addFilter(_UnretrievedReadFilter())
-    _filters_installed = True
+  if sys.unraisablehook is not _unraisablehook:
+    _previous_unraisablehook = sys.unraisablehook
+    sys.unraisablehook = _unraisablehook
+  asyncio_logger = logging.getLogger("asyncio")
+  if not any(isinstance(f, _UnretrievedReadFilter) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_UnretrievedReadFilter())
 
 
 # --- retention -----------------------------------------------------------------------------------
