@@ -18,7 +18,7 @@ import os
 from absl import flags
 
 from genrl_jax import run as runner
-from genrl_jax.rl import reinforce, report
+from genrl_jax.rl import reinforce, reinforce_run, report
 from genrl_jax.run import cli
 from genrl_jax.run import config as cfg
 
@@ -30,27 +30,11 @@ flags.DEFINE_float("target_return", None, "Return a seed's last-100-episode aver
 FLAGS = flags.FLAGS
 
 
-def make_experiment(config: reinforce.ReinforceConfig, target: float | None,
-                    name: str = "reinforce") -> runner.Experiment:
-  """The REINFORCE run on the runner: its chunk, progress line, results and return.png."""
-  train = reinforce.make_train(config)
-  title = f"REINFORCE on {config.env_id}: {config.estimator}, baseline {config.baseline}"
-  return runner.Experiment(
-      name=name, init=train.init, chunk=train.chunk, num_chunks=config.num_chunks, data=None,
-      chunk_label="chunk", **report.hooks(config, target, title),
-      progress=(("episode_return", "return"), ("return_last100", "last-100 return"),
-                ("env_steps", "env steps"), ("updates", "updates")),
-      finite_key="grad_norm_max",
-      units_per_chunk=config.budget // config.num_chunks,
-      units_label="env steps/s" if config.total_updates == 0 else "updates/s",
-      resume_may_change=("target_return",))
-
-
 def main(argv):
   run_flags = cli.run_flags("reinforce")
   config = cfg.from_flags(reinforce.ReinforceConfig)
   target = report.target_return(config, FLAGS.target_return)
-  result = cli.run(make_experiment(config, target), run_flags)
+  result = cli.run(reinforce_run.make_experiment(config, target), run_flags)
   print(f"{report.headline(result.results)}; results in "
         f"{os.path.join(run_flags.workdir, runner.RESULTS_FILE)} and return.png", flush=True)
 

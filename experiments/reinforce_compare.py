@@ -28,9 +28,9 @@ import jax
 import numpy as np
 from absl import flags
 
-from experiments import reinforce as single
+from experiments import reinforce as single  # noqa: F401 (defines the REINFORCE flags)
 from genrl_jax import run as runner
-from genrl_jax.rl import reinforce, report
+from genrl_jax.rl import reinforce, reinforce_run, report
 from genrl_jax.run import cli
 from genrl_jax.run import config as cfg
 
@@ -135,7 +135,7 @@ def main(argv):
   for name, label, estimator, baseline in VARIANTS:
     print(f"== {label}", flush=True)
     config = dataclasses.replace(base, estimator=estimator, baseline=baseline)
-    result = cli.run(single.make_experiment(config, target, name=f"reinforce[{name}]"),
+    result = cli.run(reinforce_run.make_experiment(config, target, name=f"reinforce[{name}]"),
                      dataclasses.replace(run_flags, workdir=os.path.join(run_flags.workdir, name)),
                      config=dict(flag_values, estimator=estimator, baseline=baseline))
     summaries[name], histories[name] = result.results, result.history

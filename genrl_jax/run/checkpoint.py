@@ -196,6 +196,21 @@ class Checkpointer:
                       "move that directory away or pass a new --workdir to start afresh")
     return restored
 
+  def restore_step(self, template, step: int):
+    """Restores checkpoint ``step`` exactly (for replay); one ``UserError`` if it is missing or
+    unreadable, naming the steps that exist."""
+    if step not in self.all_steps():
+      raise UserError(f"no checkpoint of step {step} in {self.directory}; it holds steps "
+                      f"{', '.join(map(str, self.all_steps())) or 'none'} (keep more with "
+                      "--keep_every)")
+    target = to_storable(template)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), target)
+    stored, error = self._read(step, abstract)
+    if error is not None:
+      raise UserError(f"checkpoint step {step} in {self.step_dir(step)} is unreadable "
+                      f"({_first_line(error, 160)}); pick another --step")
+    return from_storable(stored, template)
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 

@@ -553,7 +553,9 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
         metrics.update({f"eval_{k}": v for k, v in evaluate(compiled, state, data).items()})
       if metrics_log is not None:
         metrics_log.append(done, placement.seeds, metrics, seconds)
-      history.append(metrics)
+      # float64, as the rows of metrics.jsonl read back: a resumed or replayed run summarizes
+      # exactly the numbers a run that never stopped does.
+      history.append({k: np.asarray(v, np.float64) for k, v in metrics.items()})
       _check_finite(exp, metrics, done, placement, checkpointer, last_saved)
 
       steady = chunk_seconds[1:] or chunk_seconds
@@ -603,7 +605,8 @@ def write_results(exp: Experiment, result: RunResult, out_dir: str | None) -> di
     metrics, extra = exp.summarize(result)
   else:
     metrics, extra = dict(result.final), {}
-  extra = {**extra, "eval_seconds": round(result.eval_seconds, 2),
+  extra = {**extra, "chunks_done": len(result.history),
+           "eval_seconds": round(result.eval_seconds, 2),
            "chunk_seconds": [round(s, 3) for s in result.chunk_seconds]}
   document = results_document(exp.name, result.config, result.seeds, metrics, extra)
   if out_dir:
