@@ -11,6 +11,7 @@ import glob
 import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -87,9 +88,19 @@ def test_damaged_newest_step_falls_back_with_one_line_and_is_kept_byte_for_byte(
   assert ckpt.unreadable_steps() == [3]
 
 
-def test_deleted_metadata_is_unreadable_too(tmp_path, capsys):
+def _remove(path):
+  shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: _remove(d / "default" / "_METADATA"),
+    lambda d: _remove(d / "default"),  # the whole item directory
+    lambda d: [_remove(d), d.mkdir()],  # an empty step directory
+    lambda d: (d / "default" / "manifest.ocdbt").write_bytes(b"junk"),
+], ids=["metadata_deleted", "item_dir_deleted", "empty_step_dir", "junk_manifest"])
+def test_other_damage_falls_back_to_the_previous_step(tmp_path, capsys, damage):
   _save(tmp_path, [1, 2])
-  os.remove(tmp_path / "2" / "default" / "_METADATA")
+  damage(tmp_path / "2")
   state, step = Checkpointer(str(tmp_path)).restore(_state(0))
   assert step == 1 and int(state["step"]) == 1
   assert len(_warnings(capsys.readouterr().out)) == 1

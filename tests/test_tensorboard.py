@@ -138,3 +138,35 @@ def test_resume_purges_the_chunks_past_the_checkpoint(tmp_path):
                                             ([np.nan, np.nan], None), ([], None)])
 def test_scalar_value_of_vectors_is_the_nan_ignoring_mean(value, expected):
   assert tensorboard.scalar_value(value) == expected
+
+
+def test_runner_metrics_written_through_a_hook_match_metrics_jsonl(tmp_path):
+  """The runner's own per-chunk metrics (a scalar and a per-step vector with gaps), written by an
+  ``after_chunk`` hook: the event files hold what the runner's metrics.jsonl holds."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  def init(key, data):
+    return {"key": key, "step": jnp.zeros((), jnp.int32)}
+
+  def chunk(state, data):
+    noise = jax.random.normal(jax.random.fold_in(state["key"], state["step"]), (4,))
+    per_step = jnp.where(jnp.arange(4) % 2 == 0, jnp.nan, noise)  # measured every other step
+    return ({"key": state["key"], "step": state["step"] + 1},
+            {"loss": jnp.sum(noise ** 2), "curve": per_step})
+
+  tb = tensorboard.TensorBoardLog(str(tmp_path))
+
+  def after_chunk(end):
+    if end.done:
+      tb.append(end.done, end.placement.seeds, end.metrics, 0.0)
+
+  exp = runner.Experiment(name="toy", init=init, chunk=chunk, num_chunks=3, finite_key="loss",
+                          after_chunk=after_chunk)
+  runner.run(exp, seeds=2, seed=5, workdir=str(tmp_path), log=lambda _: None)
+  tb.close()
+  expected = _expected_from_jsonl(tmp_path / "metrics.jsonl")
+  for seed in (5, 6):
+    got = read_scalars(tensorboard.seed_dir(str(tmp_path), seed))
+    del got["seconds"], expected[seed]["seconds"]
+    assert got == expected[seed] and sorted(got["curve"]) == [1, 2, 3]

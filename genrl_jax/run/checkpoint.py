@@ -131,7 +131,10 @@ class Checkpointer:
     self._unreadable: set[int] = set()
     options = ocp.CheckpointManagerOptions(
         preservation_policy=_Retention(keep, keep_every, self._unreadable), create=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    # One unnamed item, fixed here: left open, orbax infers it from the first step it reads,
+    # and a damaged step without its item directory would make every other step unreadable.
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_handlers=ocp.StandardCheckpointHandler())
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())

@@ -15,7 +15,8 @@ shows every seed of every run of a sweep side by side.
   earlier files' events of chunks ``> T`` and shows the recomputed ones. Nothing is deleted; the
   older events remain in their files.
 
-The writer is tensorboardX (protobuf + numpy, no TensorFlow), used through its synchronous
+The writer is tensorboardX (protobuf + numpy; clu's TensorBoard writer goes through TensorFlow's
+``tf.summary``, which this project does not install), used through its synchronous
 ``EventsWriter`` and its ``summary.scalar`` protos rather than its ``SummaryWriter``: that one
 queues events to a background thread per writer (one per seed) and its ``flush`` does not drain
 the queue, so a killed run could lose its last chunks. Here every chunk's events are written and
