@@ -578,7 +578,7 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
   return state, chunk_seconds
 
 
-def _final_evaluation(exp: Experiment, compiled: Compiled, state, data, chunk_seconds,
+def final_evaluation(exp: Experiment, compiled: Compiled, state, data, chunk_seconds,
                       log: Callable[[str], None]) -> tuple[dict[str, np.ndarray], float]:
   """The final evaluation with a start line, an estimate and a line every ~10 s."""
   if compiled.evaluate is None:
@@ -658,7 +658,7 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
       metrics_log.close()
   if start >= exp.num_chunks:
     log(f"{exp.name}: all {exp.num_chunks} {exp.chunk_label}s already done in {workdir}")
-  final, eval_seconds = _final_evaluation(exp, compiled, state, data, chunk_seconds, log)
+  final, eval_seconds = final_evaluation(exp, compiled, state, data, chunk_seconds, log)
   result = RunResult(state=state, history=history, seeds=placement.seeds,
                      chunk_seconds=chunk_seconds, workdir=workdir, final=final,
                      eval_seconds=eval_seconds, placement=placement, config=config)
