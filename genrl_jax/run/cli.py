@@ -42,6 +42,11 @@ def define_run_flags(*, workdir: str, seeds: int = 1, seed_loop: str = "vmap",
                     "(faster on a CPU: plain matmuls, each seed's parameters stay in cache), "
                     "'auto' = map on CPU, vmap otherwise. Same results up to float rounding; "
                     "may change on resume.")
+  flags.DEFINE_string("sweep", "", "In-program sweep of sweepable float hyperparameters, e.g. "
+                      "'learning_rate=1e-3,3e-4,1e-4' (several fields: their product, space-"
+                      "separated): every (value, seed) cell runs in the same compiled program; "
+                      "cell (v, i) equals the separate run --name=v --seed=seed+i. Shape-changing "
+                      "flags: separate jobs (python -m launch.sweep).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +59,7 @@ class RunFlags:
   keep_checkpoints: int
   keep_every: int
   seed_loop: str
+  sweep: str = ""
 
 
 def run_flags(experiment: str, flag_values=FLAGS) -> RunFlags:
@@ -79,6 +85,7 @@ def run(experiment, rf: RunFlags, flag_values=FLAGS, config: dict | None = None,
   return runner.run(experiment, seeds=rf.seeds, seed=rf.seed, workdir=rf.workdir,
                     checkpoint_every=rf.checkpoint_every, keep_checkpoints=rf.keep_checkpoints,
                     keep_every=rf.keep_every or None, seed_loop=rf.seed_loop,
+                    sweep=rf.sweep or None,
                     config=flags_dict(flag_values) if config is None else config, **kwargs)
 
 
