@@ -92,3 +92,30 @@ def test_sweep_resumes_after_a_stop(tmp_path):
   np.testing.assert_array_equal(got.final["test_neg_elbo"], want.final["test_neg_elbo"])
   assert [h["loss"].shape for h in got.history] == [(4,)] * 3
   np.testing.assert_array_equal(got.history[0]["loss"], want.history[0]["loss"])
+
+
+def _reinforce(**change):
+  from genrl_jax.rl import reinforce, reinforce_run  # noqa: PLC0415
+  config = reinforce.ReinforceConfig(env_id="CartPole-v1", max_episode_steps=30, num_envs=4,
+                                     total_env_steps=480, num_chunks=2, **change)
+  return reinforce_run.make_experiment(config, None)
+
+
+def test_reinforce_cells_equal_separate_runs():
+  import jax  # noqa: PLC0415
+  spec = "policy_lr=0.01,0.05 entropy_coef=0,0.1"
+  swept = runner.run(_reinforce(), seeds=2, seed=3, sweep=spec, log=lambda _: None)
+  grid = sweep_lib.grid_points(sweep_lib.parse(spec, _reinforce().sweepable))
+  assert len(grid) == 4
+  for v, point in enumerate(grid):
+    one = runner.run(_reinforce(**point), seeds=2, seed=3, log=lambda _: None)
+    for i in range(2):
+      got = jax.tree.map(lambda x: np.asarray(x[v * 2 + i]), swept.state.policy_params)
+      want = jax.tree.map(lambda x: np.asarray(x[i]), one.state.policy_params)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, want)
+      np.testing.assert_array_equal(swept.history[-1]["env_steps"][v * 2 + i],
+                                    one.history[-1]["env_steps"][i])
+    key = f"final_return_last100[policy_lr={point['policy_lr']:g},entropy_coef={point['entropy_coef']:g}]"
+    np.testing.assert_allclose(swept.results["metrics"][key]["per_seed"],
+                               one.results["metrics"]["final_return_last100"]["per_seed"],
+                               rtol=1e-5)
