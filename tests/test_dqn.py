@@ -184,7 +184,7 @@ def test_seeds_are_independent_and_chunk_traces_once():
                  (many.params, many.target_params, many.buffer.experience.obs),
                  (single.params, single.target_params, single.buffer.experience.obs))
     np.testing.assert_array_equal(many.buffer.experience.action[i], single.buffer.experience.action)
-    np.testing.assert_allclose(evals["eval_return"][i], evaluate1(single)["eval_return"])
+    np.testing.assert_allclose(evals["return"][i], evaluate1(single)["return"])
   assert not np.array_equal(many.buffer.experience.obs[0], many.buffer.experience.obs[1])
   assert traces[0] == 1
 
@@ -200,4 +200,4 @@ def test_greedy_evaluation_counts_whole_episodes():
     params = jax.tree_util.tree_map_with_path(
         lambda p, x: bias if "bias" in jax.tree_util.keystr(p) and x.shape == (2,) else x, params)
     out = dqn.evaluate(setup, state.replace(params=params))
-    assert float(out["eval_return"]) == ret and float(out["eval_length"]) == length
+    assert float(out["return"]) == ret and float(out["length"]) == length

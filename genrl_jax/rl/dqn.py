@@ -49,6 +49,7 @@ from genrl_jax import losses
 from genrl_jax.models import policies, qnetworks
 from genrl_jax.rl import budget, rollout
 from genrl_jax.run import SEED_AXIS, UserError
+from genrl_jax.run import config as run_config
 
 Array = chex.Array
 EVAL_KEY = 0x5EED  # folded into a seed's key for its evaluation episodes (training untouched)
@@ -56,60 +57,77 @@ EVAL_KEY = 0x5EED  # folded into a seed's key for its evaluation episodes (train
 
 @dataclasses.dataclass(frozen=True)
 class DQNConfig:
-  """Hyperparameters of one DQN run (one seed; the runner vmaps seeds).
+  """Hyperparameters of one DQN run (one seed; the runner vmaps seeds); each field's help text
+  is its flag's (``genrl_jax.run.config``).
 
-  Defaults: CleanRL's dqn.py / PureJaxRL's DQN settings for CartPole-v1, with N = 10 envs.
-
-  Attributes:
-    env_id: gymnax environment id with a discrete action space.
-    max_episode_steps: episode-length limit (a truncation, bootstrapped); 0 keeps the env's.
-    num_envs: environments per seed, stepped together (N).
-    gamma: discount.
-    learning_rate: Adam step size.
-    adam_eps: Adam's epsilon.
-    max_grad_norm: clip the gradient to this global norm (0 = off).
-    hidden_sizes: Q-network MLP widths.
-    activation: "relu", "tanh" or "elu".
-    buffer_size: replay capacity in transitions.
-    batch_size: transitions per gradient step.
-    learning_starts: env steps of the seed before the first gradient step.
-    train_frequency: env steps (over all N envs) between gradient phases; a multiple of N.
-    gradient_steps: gradient steps per phase.
-    target_update_period: env steps between target-network updates.
-    tau: target update weight (1 = hard copy).
-    double_dqn: select the bootstrap action with the online network.
-    loss: "huber", "mse" or "squared" (``losses.td_loss``).
-    eps_start, eps_end, eps_fraction: the linear epsilon schedule (fraction of the budget).
-    total_env_steps: budget of env steps per seed.
-    num_chunks: the budget runs in this many equal chunks.
-    points_per_chunk: learning-curve points recorded in each chunk.
-    eval_episodes: greedy-policy episodes per seed in each evaluation.
+  Defaults: CleanRL's dqn.py / PureJaxRL's DQN settings for CartPole-v1 (Adam 2.5e-4, batch 128,
+  10k buffer, learning from 10k steps, one gradient step per 10 env steps, hard target copy every
+  500 steps, epsilon 1 -> 0.05 over half the budget), with N = 10 envs, Double DQN and gradient
+  clipping at norm 10.
   """
-  env_id: str = "CartPole-v1"
-  max_episode_steps: int = 0
-  num_envs: int = 10
-  gamma: float = 0.99
-  learning_rate: float = 2.5e-4
-  adam_eps: float = 1e-8
-  max_grad_norm: float = 10.0
-  hidden_sizes: tuple[int, ...] = (120, 84)
-  activation: str = "relu"
-  buffer_size: int = 10_000
-  batch_size: int = 128
-  learning_starts: int = 10_000
-  train_frequency: int = 10
-  gradient_steps: int = 1
-  target_update_period: int = 500
-  tau: float = 1.0
-  double_dqn: bool = True
-  loss: str = "mse"
-  eps_start: float = 1.0
-  eps_end: float = 0.05
-  eps_fraction: float = 0.5
-  total_env_steps: int = 500_000
-  num_chunks: int = 10
-  points_per_chunk: int = 20
-  eval_episodes: int = 10
+  env_id: str = run_config.field(
+      "CartPole-v1", "gymnax environment id with a discrete action space (CartPole-v1, "
+      "Acrobot-v1, MountainCar-v0, Breakout-MinAtar, ...).", flag="env")
+  max_episode_steps: int = run_config.field(
+      0, "Episode-length limit (a truncation: bootstrapped from the true last observation); "
+      "0 keeps the environment's own limit.", check=run_config.non_negative)
+  num_envs: int = run_config.field(10, "Auto-resetting environments per seed, stepped together (N).",
+                               check=run_config.at_least_one)
+  gamma: float = run_config.field(0.99, "Discount factor.", check=run_config.unit_interval)
+  learning_rate: float = run_config.field(2.5e-4, "Adam step size.", check=run_config.positive)
+  adam_eps: float = run_config.field(1e-8, "Adam's epsilon.", check=run_config.positive)
+  max_grad_norm: float = run_config.field(10.0, "Clip the gradient to this global norm before Adam "
+                                      "(0 = off).", check=run_config.non_negative)
+  hidden_sizes: tuple[int, ...] = run_config.field(
+      (120, 84), "Hidden layer widths of the Q-network MLP, comma-separated.",
+      check=run_config.positive_sizes)
+  activation: str = run_config.field("relu", "Hidden-layer nonlinearity of the Q-network.",
+                                 choices=tuple(policies.ACTIVATIONS))
+  buffer_size: int = run_config.field(10_000, "Replay buffer capacity in transitions (uniform "
+                                  "sampling from the filled slots; the oldest are overwritten).",
+                                  check=run_config.at_least_one)
+  batch_size: int = run_config.field(128, "Transitions per gradient step.", check=run_config.at_least_one)
+  learning_starts: int = run_config.field(10_000, "Env steps per seed before the first gradient step "
+                                      "(the buffer fills under the epsilon schedule).",
+                                      check=run_config.non_negative)
+  train_frequency: int = run_config.field(10, "Env steps (over all --num_envs) between gradient "
+                                      "phases; a multiple of --num_envs.",
+                                      check=run_config.at_least_one)
+  gradient_steps: int = run_config.field(1, "Gradient steps per phase.", check=run_config.at_least_one)
+  target_update_period: int = run_config.field(500, "Env steps between target-network updates.",
+                                           check=run_config.at_least_one)
+  tau: float = run_config.field(1.0, "Target update: target <- tau * online + (1 - tau) * target "
+                            "every --target_update_period env steps; 1 = hard copy (Mnih et al. "
+                            "2015), < 1 = Polyak averaging.",
+                            check=(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"))
+  double_dqn: bool = run_config.field(True, "Double DQN (van Hasselt et al. 2016): the online "
+                                  "network picks the bootstrap action, the target network "
+                                  "values it.")
+  loss: str = run_config.field("mse", "TD loss: 'huber' (delta 1), 'mse' (the error squared, "
+                           "torch's mse_loss) or 'squared' (half of it).",
+                           choices=losses.TD_LOSSES)
+  eps_start: float = run_config.field(1.0, "Exploration epsilon at step 0.",
+                                  check=run_config.unit_interval)
+  eps_end: float = run_config.field(0.05, "Exploration epsilon after the linear decay.",
+                                check=run_config.unit_interval)
+  eps_fraction: float = run_config.field(0.5, "Fraction of --total_env_steps over which epsilon "
+                                     "decays linearly from --eps_start to --eps_end.",
+                                     check=(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"))
+  total_env_steps: int = run_config.field(
+      500_000, "Budget per seed in env steps.",
+      check=(lambda v: 1 <= v < 2**30, "must be in [1, 2**30) (the int32 counter)"))
+  num_chunks: int = run_config.field(10, "The budget runs in this many equal chunks; after each: a "
+                                 "progress line, metrics.jsonl lines, a checkpoint every "
+                                 "--checkpoint_every chunks.", check=run_config.at_least_one)
+  points_per_chunk: int = run_config.field(20, "Learning-curve points recorded inside each chunk "
+                                       "(return.png, steps to the target).",
+                                       check=run_config.at_least_one)
+  eval_episodes: int = run_config.field(10, "Fresh episodes per seed played by the greedy policy "
+                                    "(epsilon 0) in each evaluation, apart from training.",
+                                    check=run_config.at_least_one)
+  eval_every: int = run_config.field(0, "Also evaluate the greedy policy after every this many "
+                                 "chunks (eval_* metrics); 0 = only at the end.",
+                                 check=run_config.non_negative)
 
   total_updates = 0  # the budget is in env steps (``report.plot_returns`` reads this)
 
@@ -128,35 +146,8 @@ class DQNConfig:
   def curve_marks(self) -> list[int]:
     return budget.curve_marks(self.budget, self.num_chunks, self.points_per_chunk)
 
-  def validate(self) -> None:
-    """Raises UserError naming the first bad field and its valid range."""
-    positive = ("num_envs", "buffer_size", "batch_size", "train_frequency", "gradient_steps",
-                "target_update_period", "total_env_steps", "points_per_chunk", "eval_episodes")
-    for name in positive:
-      if getattr(self, name) < 1:
-        raise UserError(f"--{name} must be >= 1, got {getattr(self, name)}")
-    if self.activation not in policies.ACTIVATIONS:
-      raise UserError(f"--activation must be one of {tuple(policies.ACTIVATIONS)}, "
-                      f"got {self.activation!r}")
-    if self.loss not in losses.TD_LOSSES:
-      raise UserError(f"--loss must be one of {losses.TD_LOSSES}, got {self.loss!r}")
-    if not 0.0 <= self.gamma <= 1.0:
-      raise UserError(f"--gamma must be in [0, 1], got {self.gamma}")
-    if self.learning_rate <= 0 or self.adam_eps <= 0:
-      raise UserError(f"--learning_rate and --adam_eps must be > 0, got {self.learning_rate} "
-                      f"and {self.adam_eps}")
-    if self.max_grad_norm < 0 or self.learning_starts < 0:
-      raise UserError(f"--max_grad_norm and --learning_starts must be >= 0, got "
-                      f"{self.max_grad_norm} and {self.learning_starts}")
-    if not 0.0 < self.tau <= 1.0:
-      raise UserError(f"--tau must be in (0, 1], got {self.tau}")
-    for name in ("eps_start", "eps_end"):
-      if not 0.0 <= getattr(self, name) <= 1.0:
-        raise UserError(f"--{name} must be in [0, 1], got {getattr(self, name)}")
-    if not 0.0 < self.eps_fraction <= 1.0:
-      raise UserError(f"--eps_fraction must be in (0, 1], got {self.eps_fraction}")
-    if any(h < 1 for h in self.hidden_sizes):
-      raise UserError(f"--hidden_sizes must be positive integers, got {self.hidden_sizes}")
+  def check(self) -> None:
+    """Cross-field rules (``config.validate`` runs the per-field checks first)."""
     if self.train_frequency % self.num_envs:
       raise UserError(f"--train_frequency ({self.train_frequency}) must be a multiple of "
                       f"--num_envs ({self.num_envs}): each iteration steps all envs alike")
@@ -165,14 +156,15 @@ class DQNConfig:
                       f"({self.buffer_size})")
     if self.buffer_size < self.train_frequency:
       raise UserError(f"--buffer_size ({self.buffer_size}) must hold one iteration's "
-                      f"{self.train_frequency} transitions")
-    if self.total_env_steps >= 2**30:
-      raise UserError(f"--total_env_steps={self.total_env_steps} does not fit the int32 "
-                      "counter; use fewer than 2**30 per seed")
-    if not 1 <= self.num_chunks <= self.total_env_steps // self.train_frequency:
-      raise UserError(f"--num_chunks must be in [1, {self.total_env_steps // self.train_frequency}]"
-                      f" (a chunk holds at least one iteration of --train_frequency env steps), "
-                      f"got {self.num_chunks}")
+                      f"{self.train_frequency} transitions (--train_frequency)")
+    most = self.total_env_steps // self.train_frequency
+    if self.num_chunks > most:
+      raise UserError(f"--num_chunks must be in [1, {most}] (a chunk holds at least one "
+                      f"iteration of --train_frequency env steps), got {self.num_chunks}")
+
+  def validate(self) -> None:
+    """Raises UserError naming the first bad field and its valid range."""
+    run_config.validate(self)
 
 
 @struct.dataclass
@@ -428,8 +420,8 @@ def evaluate(setup: Setup, state: DQNState) -> dict[str, Array]:
   The episodes use a key folded from the seed's key, and nothing of the training state changes.
 
   Returns:
-    {"eval_return": mean episodic return, "eval_return_min": the worst episode's,
-     "eval_length": mean length}.
+    {"return": mean episodic return, "return_min": the worst episode's, "length": mean length}
+    (the runner reports them as ``eval_<name>``).
   """
   cfg = setup.config
   key_reset, key_run = jax.random.split(jax.random.fold_in(state.key, EVAL_KEY))
@@ -443,8 +435,8 @@ def evaluate(setup: Setup, state: DQNState) -> dict[str, Array]:
                                           setup.episode_limit)
   returns = jnp.sum(traj.reward, axis=0)                                   # [E]
   lengths = jnp.sum(traj.mask.astype(jnp.float32), axis=0)
-  return {"eval_return": jnp.mean(returns), "eval_return_min": jnp.min(returns),
-          "eval_length": jnp.mean(lengths)}
+  return {"return": jnp.mean(returns), "return_min": jnp.min(returns),
+          "length": jnp.mean(lengths)}
 
 
 def make_train(config: DQNConfig, seed_axis: str | None = SEED_AXIS):
