@@ -36,7 +36,7 @@ FLAGS = flags.FLAGS
 
 def make_experiment(config: dqn.DQNConfig, target: float | None) -> runner.Experiment:
   """The DQN run: chunks of the env-step budget, greedy evaluation, results.json, return.png."""
-  init, chunk, evaluate, _ = dqn.make_train(config)
+  train = dqn.make_train(config)
 
   def summarize(result: runner.RunResult):
     last100 = report.curves(result.history, "curve_return_last100")
@@ -64,8 +64,9 @@ def make_experiment(config: dqn.DQNConfig, target: float | None) -> runner.Exper
                                 f"{kind} on {config.env_id}", curve_label="latest episode")]
 
   return runner.Experiment(
-      name="dqn", init=init, chunk=chunk, num_chunks=config.num_chunks, data=None,
-      evaluate=evaluate, evaluate_every=config.eval_every, summarize=summarize, figures=figures,
+      name="dqn", init=train.init, chunk=train.chunk, num_chunks=config.num_chunks, data=None,
+      evaluate=train.evaluate, evaluate_every=config.eval_every, summarize=summarize,
+      figures=figures,
       chunk_label="chunk",
       progress=(("episode_return", "return"), ("return_last100", "last-100 return"),
                 ("eval_return", "greedy eval"), ("epsilon", "eps"), ("env_steps", "env steps")),

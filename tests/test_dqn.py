@@ -2,16 +2,24 @@
 the epsilon schedule, the target network's period and tau, seed independence, one trace."""
 
 import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from genrl_jax import losses
 from genrl_jax import run as runner
 from genrl_jax.rl import dqn
 from tests import tiny_envs
+from tests.experiment_cli import REPO, assert_one_line_error, run_experiment
 
 GAMMA = 0.9
 
@@ -150,7 +158,8 @@ def test_target_changes_only_at_its_period_by_exactly_tau(tau):
 
 def test_seeds_are_independent_and_chunk_traces_once():
   cfg = _config(total_env_steps=120, num_chunks=3)
-  init, chunk, evaluate, _ = dqn.make_train(cfg)
+  train = dqn.make_train(cfg)
+  init, chunk, evaluate = train.init, train.chunk, train.evaluate
   traces = [0]
 
   def counted(state):
@@ -174,7 +183,8 @@ def test_seeds_are_independent_and_chunk_traces_once():
             for x in (a, b))
     np.testing.assert_array_equal(np.asarray(a)[np.asarray([2, 0, 1])], b)
   # Each seed alone (no vmap): the same run up to float rounding of batched vs single matmuls.
-  _, chunk1, evaluate1, _ = dqn.make_train(cfg, seed_axis=None)
+  train1 = dqn.make_train(cfg, seed_axis=None)
+  chunk1, evaluate1 = train1.chunk, train1.evaluate
   one_fn = jax.jit(chunk1)
   for i in range(3):
     single = init(jax.random.key(4 + i))
@@ -201,3 +211,76 @@ def test_greedy_evaluation_counts_whole_episodes():
         lambda p, x: bias if "bias" in jax.tree_util.keystr(p) and x.shape == (2,) else x, params)
     out = dqn.evaluate(setup, state.replace(params=params))
     assert float(out["return"]) == ret and float(out["length"]) == length
+
+
+# --- the entry point, as a user runs it ---------------------------------------------------------
+
+CHUNKS = 8
+TINY = ["--num_envs=4", "--train_frequency=4", "--hidden_sizes=16", "--buffer_size=2000",
+        "--batch_size=32", "--learning_starts=1000", "--target_update_period=200",
+        "--total_env_steps=24000", f"--num_chunks={CHUNKS}", "--points_per_chunk=2",
+        "--eval_episodes=2", "--seeds=2", "--seed=3"]
+
+
+def _dqn_command(workdir):
+  return [sys.executable, "-m", "experiments.dqn", f"--workdir={workdir}", *TINY]
+
+
+def _flat_checkpoint(workdir):
+  path = os.path.join(workdir, "checkpoints", str(CHUNKS), "default")
+  return ocp.tree.to_flat_dict(ocp.StandardCheckpointer().restore(path))
+
+
+def _metric_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  for r in rows:
+    r.pop("seconds")
+  return sorted(rows, key=lambda r: (r["chunk"], r["seed"]))
+
+
+def test_sigkill_then_rerun_resumes_bit_identically_buffer_included(tmp_path):
+  reference, killed = str(tmp_path / "uninterrupted"), str(tmp_path / "killed")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run(_dqn_command(reference), cwd=REPO, capture_output=True, text=True,
+                        timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(reference, "results.json")) as f:
+    results = json.load(f)
+  assert results["experiment"] == "dqn" and results["seeds"] == [3, 4]
+  for name in ("peak_return_last100", "final_return_last100", "eval_return"):
+    assert set(results["metrics"][name]) == {"per_seed", "mean", "ci95_half_width", "iqm"}
+  assert os.path.exists(os.path.join(reference, "return.png"))
+
+  victim = subprocess.Popen(_dqn_command(killed), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+  checkpoints = os.path.join(killed, "checkpoints")
+  deadline = time.time() + 240
+  while time.time() < deadline and victim.poll() is None:
+    if os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints)):
+      break
+    time.sleep(0.01)
+  assert victim.poll() is None, "the run ended before it could be killed; make it longer"
+  victim.send_signal(signal.SIGKILL)
+  victim.wait()
+  saved = sorted(int(d) for d in os.listdir(checkpoints) if d.isdigit())
+  assert saved and saved[-1] < CHUNKS, saved
+
+  resumed = subprocess.run(_dqn_command(killed), cwd=REPO, capture_output=True, text=True,
+                           timeout=300, env=env)
+  assert resumed.returncode == 0, resumed.stderr
+  assert "resuming dqn from chunk" in resumed.stdout
+
+  a, b = _flat_checkpoint(reference), _flat_checkpoint(killed)
+  assert a.keys() == b.keys()
+  assert any("buffer" in str(k) for k in a)          # the replay buffer is in the checkpoint
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))
+  assert _metric_rows(reference) == _metric_rows(killed)
+
+
+@pytest.mark.parametrize("flag, value", [("train_frequency", "7"), ("tau", "0"),
+                                         ("loss", "l1")])
+def test_bad_flags_are_one_error_line(flag, value):
+  proc = run_experiment("experiments.dqn", f"--{flag}={value}", "--workdir=/nonexistent/never")
+  assert_one_line_error(proc, f"--{flag}")

@@ -48,7 +48,7 @@ from flax import struct
 from genrl_jax import losses
 from genrl_jax.models import policies, qnetworks
 from genrl_jax.rl import budget, rollout
-from genrl_jax.run import SEED_AXIS, UserError
+from genrl_jax.run import SEED_AXIS, Train, UserError
 from genrl_jax.run import config as run_config
 
 Array = chex.Array
@@ -75,6 +75,8 @@ class DQNConfig:
                                check=run_config.at_least_one)
   gamma: float = run_config.field(0.99, "Discount factor.", check=run_config.unit_interval)
   learning_rate: float = run_config.field(2.5e-4, "Adam step size.", check=run_config.positive)
+  lr_decay: bool = run_config.field(False, "Decay the Adam step size linearly to 0 over the "
+                                    "run's gradient steps (PureJaxRL's LR_LINEAR_DECAY).")
   adam_eps: float = run_config.field(1e-8, "Adam's epsilon.", check=run_config.positive)
   max_grad_norm: float = run_config.field(10.0, "Clip the gradient to this global norm before Adam "
                                       "(0 = off).", check=run_config.non_negative)
@@ -229,6 +231,13 @@ def make_buffer(capacity: int, batch_size: int):
                                    sample_batch_size=batch_size, add_batches=True)
 
 
+def total_gradient_steps(config: DQNConfig) -> int:
+  """Gradient steps of a whole run: one phase per iteration from ``learning_starts`` on."""
+  iterations = -(-config.total_env_steps // config.train_frequency)
+  first = -(-config.learning_starts // config.train_frequency)     # first iteration that learns
+  return max(0, iterations - max(first, 1) + 1) * config.gradient_steps
+
+
 def make_setup(config: DQNConfig, seed_axis: str | None = None) -> Setup:
   """Builds the environment, network, optimizer and buffer for ``config`` (validated first)."""
   config.validate()
@@ -236,7 +245,10 @@ def make_setup(config: DQNConfig, seed_axis: str | None = None) -> Setup:
       config.env_id, config.max_episode_steps)
   q_network = qnetworks.QNetwork(tuple(config.hidden_sizes), num_actions, config.activation,
                                  len(obs_shape))
-  tx = optax.adam(config.learning_rate, eps=config.adam_eps)
+  lr = config.learning_rate
+  if config.lr_decay:
+    lr = optax.linear_schedule(config.learning_rate, 0.0, max(1, total_gradient_steps(config)))
+  tx = optax.adam(lr, eps=config.adam_eps)
   if config.max_grad_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), tx)
   return Setup(config=config, env=env, env_params=env_params, episode_limit=limit,
@@ -439,9 +451,9 @@ def evaluate(setup: Setup, state: DQNState) -> dict[str, Array]:
           "length": jnp.mean(lengths)}
 
 
-def make_train(config: DQNConfig, seed_axis: str | None = SEED_AXIS):
-  """Returns ``(init, chunk, evaluate, setup)``: init(key, data), chunk(state, data),
-  evaluate(state, data), each for one seed (``data`` unused: pass None)."""
+def make_train(config: DQNConfig, seed_axis: str | None = SEED_AXIS) -> Train:
+  """The runner's per-seed functions: init(key, data), chunk(state, data), evaluate(state, data)
+  (``data`` unused: pass None); ``static`` is the Setup (networks, env, buffer)."""
   setup = make_setup(config, seed_axis)
 
   def init(key, data=None):
@@ -456,4 +468,4 @@ def make_train(config: DQNConfig, seed_axis: str | None = SEED_AXIS):
     del data
     return evaluate(setup, state)
 
-  return init, chunk, evaluate_fn, setup
+  return Train(init=init, chunk=chunk, evaluate=evaluate_fn, static=setup)
