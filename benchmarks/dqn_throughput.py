@@ -8,7 +8,8 @@ benchmarks/peers/torch_dqn.py), measured in the same run on the same machine:
 * genrl_jax: ``experiments.dqn``'s computation (the chunk jitted over the seeds by the runner's
   ``SeedPlacement``, metrics to the host after every chunk) for the whole budget of every seed;
   compile time reported apart. Updates included.
-* PyTorch: one process, the 10 envs stepped in a Python loop, torch.set_num_threads(2), for
+* PyTorch: one process, the 10 envs stepped in a Python loop, torch.set_num_threads(1) (on this
+  loaded 2-core machine 2 threads made its small updates ~10x slower), for
   ``--torch_seconds``. Its warm-up phase (acting only, before learning starts) and its training
   phase (acting + one update per 10 steps) are timed apart, and its time for the same total
   work (8 seeds x the budget, seeds one after another) is extrapolated linearly:
@@ -71,7 +72,7 @@ def measure_jax(num_seeds: int, total_env_steps: int, seed_loop: str) -> dict:
 
 def measure_torch(seconds: float, total_env_steps: int) -> dict:
   cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "peers", "torch_dqn.py"),
-         f"--seconds={seconds}", f"--total_env_steps={total_env_steps}", "--threads=2"]
+         f"--seconds={seconds}", f"--total_env_steps={total_env_steps}", "--threads=1"]
   out = subprocess.run(cmd, capture_output=True, text=True, check=False)
   if out.returncode != 0:
     raise runner.UserError(f"the PyTorch reference failed: {out.stderr.strip()[-300:]}; "

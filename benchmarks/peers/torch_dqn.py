@@ -1,9 +1,10 @@
 r"""Reference DQN in PyTorch + gymnasium, in CleanRL's single-file style (cleanrl/dqn.py).
 
 Same algorithm and hyperparameters as ``genrl_jax.rl.dqn.DQNConfig``'s defaults: N = 10
-CartPole-v1 envs stepped in a Python loop, epsilon-greedy with epsilon linear from 1.0 to 0.05
-over half of the 500k-step budget, a 10k-transition uniform replay buffer (numpy), Q-network
-4-120-84-2 (ReLU), Adam 2.5e-4, batch 128, one gradient step per 10 env steps after 10k,
+CartPole-v1 envs stepped in a Python loop, epsilon-greedy with epsilon linear from 1.0 to 0.01
+over the first 20 % of the 500k-step budget, a 10k-transition uniform replay buffer (numpy),
+Q-network 4-120-84-2 (ReLU), Adam 2.5e-4 decayed linearly to 0 over the run's gradient steps,
+batch 128, one gradient step per 10 env steps after 10k,
 Double DQN target y = r + 0.99 (1 - terminated) Q_target(s', argmax Q(s')), s' the true last
 observation on a truncation, MSE loss, gradient clipped to norm 10, hard target copy every
 500 env steps.
@@ -55,8 +56,8 @@ def main() -> None:
   p.add_argument("--target_update_period", type=int, default=500)
   p.add_argument("--batch_size", type=int, default=128)
   p.add_argument("--eps_start", type=float, default=1.0)
-  p.add_argument("--eps_end", type=float, default=0.05)
-  p.add_argument("--eps_fraction", type=float, default=0.5)
+  p.add_argument("--eps_end", type=float, default=0.01)
+  p.add_argument("--eps_fraction", type=float, default=0.2)
   p.add_argument("--learning_starts", type=int, default=10_000)
   p.add_argument("--train_frequency", type=int, default=10)
   p.add_argument("--max_grad_norm", type=float, default=10.0)
@@ -74,6 +75,8 @@ def main() -> None:
 
   q_network = QNetwork(obs_dim, num_actions)
   optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
+  total_updates = (args.total_env_steps - args.learning_starts) // args.train_frequency + 1
+  updates = 0
   target_network = QNetwork(obs_dim, num_actions)
   target_network.load_state_dict(q_network.state_dict())
 
@@ -130,7 +133,9 @@ def main() -> None:
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
+        optimizer.param_groups[0]["lr"] = args.learning_rate * (1 - updates / total_updates)
         optimizer.step()
+        updates += 1
       if global_step % args.target_update_period == 0:
         target_network.load_state_dict(q_network.state_dict())
 
