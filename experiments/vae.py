@@ -28,10 +28,7 @@ def main(argv):
   run_flags = cli.run_flags("vae")
   config = cfg.from_flags(vae.VAEConfig)
   data_config = cfg.from_flags(images.DataConfig)
-  dataset = data_config.load()
-  config = vae_run.fit_to_data(config, dataset)
-  print(f"data: {dataset.source}; binarize={config.binarize}", flush=True)
-  experiment = vae_run.make_experiment(config, dataset, data_config, run_flags.seed_loop)
+  experiment = vae_run.build(config, data_config, run_flags.seed_loop)
   result = cli.run(experiment, run_flags)
   vae_run.print_results(result.results, result.eval_seconds)
   print(f"wrote {os.path.join(run_flags.workdir, runner.RESULTS_FILE)} and the figures",

@@ -15,6 +15,7 @@ from genrl_jax import run as runner
 from genrl_jax.data import images
 from genrl_jax.generative import vae
 from genrl_jax.generative import vae_figures
+from genrl_jax.run import config as cfg
 
 # Flags that may change when a run is resumed (more epochs, a larger k for the final estimate).
 RESUME_MAY_CHANGE = ("epochs", "eval_iw_samples")
@@ -66,6 +67,21 @@ def make_experiment(config: vae.VAEConfig, dataset: images.ImageDataset,
       * config.batch_size, units_label="ex/s",
       resume_may_change=RESUME_MAY_CHANGE, compiler_options=vae.compiler_options(),
       seed_loop=seed_loop)
+
+
+def build(config: vae.VAEConfig, data_config: images.DataConfig, seed_loop: str = "auto",
+          name: str = "vae") -> runner.Experiment:
+  """Loads the data and builds the run: what ``experiments.vae`` and replay both call."""
+  dataset = data_config.load()
+  config = fit_to_data(config, dataset)
+  print(f"data: {dataset.source}; binarize={config.binarize}", flush=True)
+  return make_experiment(config, dataset, data_config, seed_loop, name)
+
+
+def from_saved_flags(saved: dict, name: str = "vae") -> runner.Experiment:
+  """The run a workdir's run_info.json describes (its "config": the flags it ran with)."""
+  return build(cfg.from_mapping(vae.VAEConfig, saved), cfg.from_mapping(images.DataConfig, saved),
+               saved.get("seed_loop", "auto"), name)
 
 
 def print_results(results: dict, eval_seconds: float) -> None:

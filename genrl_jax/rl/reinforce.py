@@ -50,6 +50,8 @@ from genrl_jax import losses
 from genrl_jax.models import policies
 from genrl_jax.rl import blockwise, budget, diagnostics, rollout
 from genrl_jax.run import SEED_AXIS, UserError
+from genrl_jax.run import config as cfg
+from genrl_jax.run.runner import Train
 
 Array = chex.Array
 ESTIMATORS = ("total", "reward_to_go")
@@ -60,46 +62,57 @@ BLOCK_STEPS = 64       # time steps per slice of the blockwise loss/gradient loo
 
 @dataclasses.dataclass(frozen=True)
 class ReinforceConfig:
-  """Hyperparameters of one REINFORCE run (one seed; the runner vmaps seeds).
+  """Hyperparameters of one REINFORCE run (one seed; the runner runs the seeds side by side).
 
-  Attributes:
-    env_id: gymnax environment id with a discrete action space.
-    max_episode_steps: episode-length limit (truncation); 0 keeps the environment's own.
-    num_envs: episodes per update (N), played in parallel.
-    gamma: discount factor.
-    estimator: "total" (G_0 of the episode for every step) or "reward_to_go" (G_t).
-    baseline: "none", "mean" (batch mean of the returns) or "value" (learned v(s)).
-    normalize_advantages: standardize G - b over the batch's real steps.
-    policy_lr, value_lr: Adam learning rates.
-    hidden_sizes, value_hidden_sizes: MLP widths of the policy and value networks.
-    activation: "tanh", "relu" or "elu".
-    entropy_coef: weight of the entropy bonus (0 = plain REINFORCE).
-    max_grad_norm: clip each network's gradient to this global norm (0 = off).
-    total_env_steps: budget of real env steps per seed.
-    total_updates: if > 0, the budget is this many updates instead (total_env_steps ignored).
-    num_chunks: the budget is run in this many equal chunks (progress line, metrics and
-      checkpoint after each). Seeds wait for each other at chunk ends (the extra updates of a
-      seed that is done are discarded): fewer chunks waste less.
-    points_per_chunk: points of the learning curve recorded inside each chunk.
+  Each field is declared once, with its flag's help text and check (``genrl_jax.run.config``);
+  ``experiments.reinforce``'s flags are generated from it (``env_id`` is ``--env``).
   """
-  env_id: str = "CartPole-v1"
-  max_episode_steps: int = 0
-  num_envs: int = 16
-  gamma: float = 0.99
-  estimator: str = "reward_to_go"
-  baseline: str = "value"
-  normalize_advantages: bool = False
-  policy_lr: float = 1e-2
-  value_lr: float = 1e-1
-  hidden_sizes: tuple[int, ...] = (32,)
-  value_hidden_sizes: tuple[int, ...] = (32,)
-  activation: str = "tanh"
-  entropy_coef: float = 0.0
-  max_grad_norm: float = 0.0
-  total_env_steps: int = 1_000_000
-  total_updates: int = 0
-  num_chunks: int = 10
-  points_per_chunk: int = 10
+  env_id: str = cfg.field("CartPole-v1", "gymnax environment id with a discrete action space "
+                          "(CartPole-v1, Acrobot-v1, MountainCar-v0, Catch-bsuite, "
+                          "BernoulliBandit-misc, ...).", flag="env")
+  max_episode_steps: int = cfg.field(0, "Episode-length limit (a truncation, bootstrapped by the "
+                                     "value network when there is one); 0 keeps the "
+                                     "environment's own limit.", check=cfg.at_least(0))
+  num_envs: int = cfg.field(16, "Episodes per update, played in parallel (N).",
+                            check=cfg.at_least_one)
+  gamma: float = cfg.field(0.99, "Discount factor of the returns.", check=cfg.unit_interval)
+  estimator: str = cfg.field("reward_to_go", "Weight of grad log pi(a_t|s_t): 'total' = the "
+                             "episode's whole return G_0 (Williams 1992), 'reward_to_go' = G_t, "
+                             "the return from step t on.", choices=ESTIMATORS)
+  baseline: str = cfg.field("value", "Subtracted from the return: 'none'; 'mean' = the batch "
+                            "mean of the returns; 'value' = a learned state value v(s_t), "
+                            "regressed on the returns.", choices=BASELINES)
+  normalize_advantages: bool = cfg.field(False, "Standardize G - b over the batch's real steps "
+                                         "(zero mean, unit std).")
+  policy_lr: float = cfg.field(1e-2, "Adam learning rate of the policy.", check=cfg.positive,
+                               sweepable=True)
+  value_lr: float = cfg.field(1e-1, "Adam learning rate of the value network (used with "
+                              "--baseline=value).", check=cfg.positive, sweepable=True)
+  hidden_sizes: tuple[int, ...] = cfg.field((32,), "Hidden layer widths of the policy MLP, "
+                                            "comma-separated ('' = linear).",
+                                            check=cfg.positive_sizes)
+  value_hidden_sizes: tuple[int, ...] = cfg.field((32,), "Hidden layer widths of the value MLP, "
+                                                  "comma-separated.", check=cfg.positive_sizes)
+  activation: str = cfg.field("tanh", "Hidden-layer nonlinearity of both networks.",
+                              choices=tuple(policies.ACTIVATIONS))
+  entropy_coef: float = cfg.field(0.0, "Weight of the policy-entropy bonus in the policy loss "
+                                  "(0 = plain REINFORCE).", check=cfg.non_negative,
+                                  sweepable=True)
+  max_grad_norm: float = cfg.field(0.0, "Clip each network's gradient to this global norm "
+                                   "before Adam (0 = off).", check=cfg.non_negative)
+  total_env_steps: int = cfg.field(1_000_000, "Budget per seed in real env steps (padding after "
+                                   "an episode ended is not counted). Training stops at the "
+                                   "first update that reaches it.", check=cfg.at_least_one)
+  total_updates: int = cfg.field(0, "If > 0, the budget is this many updates instead of "
+                                 "--total_env_steps.", check=cfg.at_least(0))
+  num_chunks: int = cfg.field(10, "The budget is run in this many equal chunks; after each: a "
+                              "progress line, metrics.jsonl lines, and a checkpoint every "
+                              "--checkpoint_every chunks. Seeds wait for the slowest at each "
+                              "chunk end, so fewer chunks waste less.")
+  points_per_chunk: int = cfg.field(10, "Learning-curve points recorded inside each chunk "
+                                    "(return of the update that reaches each mark), for "
+                                    "return.png and the area under the curve.",
+                                    check=cfg.at_least_one)
 
   @property
   def budget(self) -> int:
@@ -120,34 +133,13 @@ class ReinforceConfig:
 
   def validate(self) -> None:
     """Raises UserError naming the first bad field and its valid range."""
-    if self.estimator not in ESTIMATORS:
-      raise UserError(f"--estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-    if self.baseline not in BASELINES:
-      raise UserError(f"--baseline must be one of {BASELINES}, got {self.baseline!r}")
-    if self.activation not in policies.ACTIVATIONS:
-      raise UserError(f"--activation must be one of {tuple(policies.ACTIVATIONS)}, "
-                      f"got {self.activation!r}")
-    if self.num_envs < 1:
-      raise UserError(f"--num_envs must be >= 1, got {self.num_envs}")
-    if not 0.0 <= self.gamma <= 1.0:
-      raise UserError(f"--gamma must be in [0, 1], got {self.gamma}")
-    for name in ("policy_lr", "value_lr"):
-      if getattr(self, name) <= 0:
-        raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")
-    for name in ("entropy_coef", "max_grad_norm"):
-      if getattr(self, name) < 0:
-        raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
-    if any(h < 1 for h in self.hidden_sizes + self.value_hidden_sizes):
-      raise UserError("hidden layer sizes must be positive integers, got "
-                      f"{self.hidden_sizes} and {self.value_hidden_sizes}")
-    if self.total_env_steps < 1 or self.total_updates < 0:
-      raise UserError(f"--total_env_steps must be >= 1 and --total_updates >= 0, got "
-                      f"{self.total_env_steps} and {self.total_updates}")
+    cfg.validate(self)
+
+  def check(self) -> None:
+    """The rules between fields (``cfg.validate`` calls it after the per-field checks)."""
     if self.budget >= 2**30:
       raise UserError(f"the budget {self.budget} does not fit the int32 step counter; "
                       "use fewer than 2**30 per seed")
-    if self.points_per_chunk < 1:
-      raise UserError(f"--points_per_chunk must be >= 1, got {self.points_per_chunk}")
     if not 1 <= self.num_chunks <= self.budget:
       raise UserError(f"--num_chunks must be in [1, {self.budget}] (the budget), "
                       f"got {self.num_chunks}")
@@ -461,8 +453,8 @@ def gradient_variance(config: ReinforceConfig, state: ReinforceState, key: chex.
   return diagnostics.gradient_variance(one, key, num_samples, axis_name="samples")
 
 
-def make_train(config: ReinforceConfig, seed_axis: str | None = SEED_AXIS):
-  """Returns ``(init, chunk, setup)`` for the runner: init(key, data), chunk(state, data).
+def make_train(config: ReinforceConfig, seed_axis: str | None = SEED_AXIS) -> Train:
+  """``runner.Train`` with init(key, data), chunk(state, data) and ``static`` = the Setup.
 
   ``data`` is unused (the environment lives in the closure); pass ``None``. ``seed_axis`` names
   the vmap axis over seeds, if the caller binds one (the runner does): the rollout, gradient and
@@ -479,4 +471,4 @@ def make_train(config: ReinforceConfig, seed_axis: str | None = SEED_AXIS):
     del data
     return run_chunk(setup, state)
 
-  return init, chunk, setup
+  return Train(init=init, chunk=chunk, static=setup)

@@ -9,9 +9,11 @@ bootstrap CI and the IQM (Agarwal et al. 2021), from ``genrl_jax.run.stats``.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from genrl_jax.run import plots, stats
+from genrl_jax.run import plots
 from genrl_jax.run.runner import stack_history
 
 # Gym's reward_threshold for the classic-control tasks ("solved" over 100 episodes).
@@ -37,34 +39,53 @@ def steps_to_target(history: list[dict[str, np.ndarray]], target: float) -> list
           for i, row in enumerate(last100)]
 
 
-def summarize(history: list[dict[str, np.ndarray]], seeds: np.ndarray,
-              target: float | None) -> dict:
-  """Per-seed and aggregate results of a run from its per-chunk history."""
-  final = stack_history(history, "return_last100")[-1]
-  ret = curves(history, "curve_return")
-  mean, half = stats.mean_ci(final)
-  auc = ret.mean(axis=1)
-  auc_mean, auc_half = stats.mean_ci(auc)
-  out = {
-      "seeds": [int(s) for s in seeds],
-      "env_steps": [int(s) for s in stack_history(history, "env_steps")[-1]],
-      "updates": [int(u) for u in stack_history(history, "updates")[-1]],
-      "final_return_last100": [round(float(x), 2) for x in final],
-      "final_return_last100_mean": round(mean, 2),
-      "final_return_last100_ci95": round(half, 2),
-      "final_return_last100_iqm": round(float(stats.iqm(final)), 2),
-      # Area under the learning curve, normalized: the mean of the episodic return over the
-      # curve's points, which are equally spaced in env steps (= the average return in training).
-      "auc_return": [round(float(x), 2) for x in auc],
-      "auc_return_mean": round(auc_mean, 2),
-      "auc_return_ci95": round(auc_half, 2),
-      "auc_return_iqm": round(float(stats.iqm(auc)), 2),
+def summarize(history: list[dict[str, np.ndarray]], target: float | None
+              ) -> tuple[dict[str, np.ndarray], dict]:
+  """Per-seed results of a run from its per-chunk history, for the runner's results schema.
+
+  Returns:
+    ({final_return_last100, auc_return, env_steps, updates: [n_seeds]}, extra) where the area
+    under the learning curve, normalized, is the mean of the episodic return over the curve's
+    points (equally spaced in env steps: the average return in training), and extra holds the
+    target return, each seed's env steps to reach it (None: not reached) and how many did.
+  """
+  metrics = {
+      "final_return_last100": stack_history(history, "return_last100")[-1],
+      "auc_return": curves(history, "curve_return").mean(axis=1),
+      "env_steps": stack_history(history, "env_steps")[-1],
+      "updates": stack_history(history, "updates")[-1],
   }
+  extra = {}
   if target is not None:
     first = steps_to_target(history, target)
-    out.update(target_return=target, steps_to_target=first,
-               seeds_reaching_target=int(sum(f is not None for f in first)))
-  return out
+    extra = {"target_return": target, "steps_to_target": first,
+             "seeds_reaching_target": int(sum(f is not None for f in first))}
+  return metrics, extra
+
+
+def hooks(config, target: float | None, title: str,
+          curve_label: str = "episodes of the update") -> dict:
+  """The ``summarize`` and ``figures`` hooks of an RL experiment (``Experiment(**hooks(...))``):
+  results from the learning curve, and return.png."""
+  def summarize_run(result):
+    return summarize(result.history, target)
+
+  def figures(result, out_dir: str):
+    return [plot_returns(os.path.join(out_dir, "return.png"), result.history, config, title,
+                         curve_label)]
+
+  return {"summarize": summarize_run, "figures": figures}
+
+
+def headline(results: dict) -> str:
+  """``last-100 return 499.8 ± 0.2 (IQM 500.0); 8/8 seeds reached 475`` from results.json."""
+  s = results["metrics"]["final_return_last100"]
+  line = f"last-100 return {s['mean']:.1f} ± {s['ci95_half_width']:.1f} (IQM {s['iqm']:.1f})"
+  extra = results.get("extra", {})
+  if "target_return" in extra:
+    line += (f"; {extra['seeds_reaching_target']}/{len(results['seeds'])} seeds reached "
+             f"{extra['target_return']:g}")
+  return line
 
 
 def plot_returns(path: str, history: list[dict[str, np.ndarray]], config, title: str,

@@ -72,13 +72,14 @@ def run_flags(experiment: str, flag_values=FLAGS) -> RunFlags:
   return f
 
 
-def run(experiment, rf: RunFlags, flag_values=FLAGS, **kwargs):
-  """``runner.run`` with the run-level flags and every flag of the program saved as its config."""
+def run(experiment, rf: RunFlags, flag_values=FLAGS, config: dict | None = None, **kwargs):
+  """``runner.run`` with the run-level flags; ``config`` (default: every flag of the program)
+  is saved in run_info.json and compared on resume."""
   from genrl_jax.run import runner  # noqa: PLC0415
   return runner.run(experiment, seeds=rf.seeds, seed=rf.seed, workdir=rf.workdir,
                     checkpoint_every=rf.checkpoint_every, keep_checkpoints=rf.keep_checkpoints,
                     keep_every=rf.keep_every or None, seed_loop=rf.seed_loop,
-                    config=flags_dict(flag_values), **kwargs)
+                    config=flags_dict(flag_values) if config is None else config, **kwargs)
 
 
 def resume_command() -> str:

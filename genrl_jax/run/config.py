@@ -132,6 +132,22 @@ def from_flags(cls, flag_values=flags.FLAGS, **overrides):
   return config
 
 
+def from_mapping(cls, values: dict, **overrides):
+  """The validated ``cls`` from saved flag values (run_info.json's "config"), by flag name;
+  fields missing there take their defaults (a run saved before the field existed)."""
+  hints = typing.get_type_hints(cls)
+  kwargs = {}
+  for f in flag_fields(cls):
+    if flag_name(f) in values:
+      value = values[flag_name(f)]
+      kind, _ = _kind(hints[f.name])
+      kwargs[f.name] = _from_flag(cls.__name__, f, kind, value) if kind in ("ints", "strs") else value
+  kwargs.update(overrides)
+  config = cls(**kwargs)
+  validate(config)
+  return config
+
+
 def validate(config) -> None:
   """Runs every field's check, then the class's own ``check()`` for cross-field rules.
 

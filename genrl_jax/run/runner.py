@@ -39,6 +39,7 @@ from genrl_jax.run.checkpoint import Checkpointer
 from genrl_jax.run.errors import Interrupted, TrainingDiverged, UserError
 from genrl_jax.run import info as run_info_lib
 from genrl_jax.run.placement import SeedPlacement, seed_keys
+from genrl_jax.run.tensorboard import TensorBoardLog
 
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run_info.json"
@@ -245,10 +246,12 @@ def _jsonable(x):
 
 class MetricsLog:
   """workdir/metrics.jsonl: one line per (chunk, seed). Lines of chunks past a resumed checkpoint
-  are dropped on resume (they are recomputed bit for bit), never earlier ones."""
+  are dropped on resume (they are recomputed bit for bit), never earlier ones. Each line also
+  goes to workdir/tensorboard/seed_<s>/ (``genrl_jax.run.tensorboard``)."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, tensorboard: TensorBoardLog | None = None):
     self.path = path
+    self.tensorboard = tensorboard  # the same lines as TensorBoard events, one run per seed
 
   def read(self) -> list[dict]:
     if not os.path.exists(self.path):
@@ -282,6 +285,12 @@ class MetricsLog:
         row = {"chunk": chunk, "seed": int(seed), "seconds": round(seconds, 4)}
         row.update({k: _jsonable(v[i]) for k, v in metrics.items()})
         f.write(json.dumps(row) + "\n")
+    if self.tensorboard is not None:
+      self.tensorboard.append(chunk, seeds, metrics, seconds)
+
+  def close(self) -> None:
+    if self.tensorboard is not None:
+      self.tensorboard.close()
 
 
 def history_from_rows(rows: list[dict], seeds: np.ndarray, upto: int) -> list[dict[str, np.ndarray]]:
@@ -386,12 +395,16 @@ class _StopRequest:
       signal.signal(sig, previous)
 
 
+HEARTBEAT_SECONDS = 10.0  # a line at least this often while a long phase runs
+
+
 class _Heartbeat:
   """Prints a line every ``every`` seconds while a long phase (an evaluation) runs."""
 
   def __init__(self, what: str, log: Callable[[str], None], estimate: float | None,
-               every: float = 10.0):
-    self._what, self._log, self._estimate, self._every = what, log, estimate, every
+               every: float | None = None):
+    self._what, self._log, self._estimate = what, log, estimate
+    self._every = HEARTBEAT_SECONDS if every is None else every
     self._done = threading.Event()
     self._thread = threading.Thread(target=self._beat, daemon=True)
     self.t0 = time.perf_counter()
@@ -479,12 +492,13 @@ def _restore_or_init(exp: Experiment, compiled: Compiled, data, workdir: str | N
                   exp.resume_may_change)
   checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=keep_checkpoints,
                               **({"keep_every": keep_every} if keep_every else {}))
-  metrics_log = MetricsLog(os.path.join(workdir, METRICS_FILE))
   start = 0
   if checkpointer.latest_step() is not None:
     state, start = checkpointer.restore(template=state)
     state = placement.place_state(state)
     log(f"resuming {exp.name} from {exp.chunk_label} {start}/{exp.num_chunks} in {workdir}")
+  metrics_log = MetricsLog(os.path.join(workdir, METRICS_FILE),
+                           TensorBoardLog(workdir, resume_from=start))
   rows = metrics_log.keep_until(start)
   history = history_from_rows(rows, placement.seeds, start)
   run_info_lib.write(os.path.join(workdir, RUN_INFO_FILE), exp.name, config,
@@ -539,7 +553,9 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
         metrics.update({f"eval_{k}": v for k, v in evaluate(compiled, state, data).items()})
       if metrics_log is not None:
         metrics_log.append(done, placement.seeds, metrics, seconds)
-      history.append(metrics)
+      # float64, as the rows of metrics.jsonl read back: a resumed or replayed run summarizes
+      # exactly the numbers a run that never stopped does.
+      history.append({k: np.asarray(v, np.float64) for k, v in metrics.items()})
       _check_finite(exp, metrics, done, placement, checkpointer, last_saved)
 
       steady = chunk_seconds[1:] or chunk_seconds
@@ -562,7 +578,7 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
   return state, chunk_seconds
 
 
-def _final_evaluation(exp: Experiment, compiled: Compiled, state, data, chunk_seconds,
+def final_evaluation(exp: Experiment, compiled: Compiled, state, data, chunk_seconds,
                       log: Callable[[str], None]) -> tuple[dict[str, np.ndarray], float]:
   """The final evaluation with a start line, an estimate and a line every ~10 s."""
   if compiled.evaluate is None:
@@ -589,7 +605,8 @@ def write_results(exp: Experiment, result: RunResult, out_dir: str | None) -> di
     metrics, extra = exp.summarize(result)
   else:
     metrics, extra = dict(result.final), {}
-  extra = {**extra, "eval_seconds": round(result.eval_seconds, 2),
+  extra = {**extra, "chunks_done": len(result.history),
+           "eval_seconds": round(result.eval_seconds, 2),
            "chunk_seconds": [round(s, 3) for s in result.chunk_seconds]}
   document = results_document(exp.name, result.config, result.seeds, metrics, extra)
   if out_dir:
@@ -637,9 +654,11 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
   finally:
     if checkpointer is not None:
       checkpointer.close()
+    if metrics_log is not None:
+      metrics_log.close()
   if start >= exp.num_chunks:
     log(f"{exp.name}: all {exp.num_chunks} {exp.chunk_label}s already done in {workdir}")
-  final, eval_seconds = _final_evaluation(exp, compiled, state, data, chunk_seconds, log)
+  final, eval_seconds = final_evaluation(exp, compiled, state, data, chunk_seconds, log)
   result = RunResult(state=state, history=history, seeds=placement.seeds,
                      chunk_seconds=chunk_seconds, workdir=workdir, final=final,
                      eval_seconds=eval_seconds, placement=placement, config=config)
