@@ -284,3 +284,22 @@ def test_sigkill_then_rerun_resumes_bit_identically_buffer_included(tmp_path):
 def test_bad_flags_are_one_error_line(flag, value):
   proc = run_experiment("experiments.dqn", f"--{flag}={value}", "--workdir=/nonexistent/never")
   assert_one_line_error(proc, f"--{flag}")
+
+
+def test_curve_average_waits_for_a_full_window():
+  """Before 100 episodes have ended the curve's 100-episode average is NaN (an empty window
+  must not read as a return of 0, which would 'solve' a negative-return task), after that it is
+  finite; the latest-episode curve is finite once one episode ended."""
+  cfg = _config(total_env_steps=1000, num_chunks=2, points_per_chunk=10)
+  train = dqn.make_train(cfg, seed_axis=None)
+  state = train.init(jax.random.key(0))
+  chunk = jax.jit(train.chunk)
+  curves = []
+  for _ in range(2):
+    state, m = chunk(state)
+    curves.append(np.asarray(m["curve_return_last100"]))
+  last100 = np.concatenate(curves)
+  assert np.isnan(last100[0]) and np.isfinite(last100[-1])   # chain episodes: 3-5 steps, 2 envs
+  first_finite = int(np.argmax(np.isfinite(last100)))
+  assert np.all(np.isnan(last100[:first_finite])) and np.all(np.isfinite(last100[first_finite:]))
+  assert int(state.recent_count) == 100

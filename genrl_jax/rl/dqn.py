@@ -70,67 +70,72 @@ class DQNConfig:
       "CartPole-v1", "gymnax environment id with a discrete action space (CartPole-v1, "
       "Acrobot-v1, MountainCar-v0, Breakout-MinAtar, ...).", flag="env")
   max_episode_steps: int = run_config.field(
-      0, "Episode-length limit (a truncation: bootstrapped from the true last observation); "
-      "0 keeps the environment's own limit.", check=run_config.non_negative)
-  num_envs: int = run_config.field(10, "Auto-resetting environments per seed, stepped together (N).",
-                               check=run_config.at_least_one)
+      0, "Episode-length limit (a truncation: bootstrapped from the true last observation); 0 "
+      "keeps the environment's own limit.", check=run_config.non_negative)
+  num_envs: int = run_config.field(
+      10, "Auto-resetting environments per seed, stepped together (N).",
+      check=run_config.at_least_one)
   gamma: float = run_config.field(0.99, "Discount factor.", check=run_config.unit_interval)
   learning_rate: float = run_config.field(2.5e-4, "Adam step size.", check=run_config.positive)
-  lr_decay: bool = run_config.field(True, "Decay the Adam step size linearly to 0 over the "
-                                    "run's gradient steps (PureJaxRL's LR_LINEAR_DECAY).")
+  lr_decay: bool = run_config.field(
+      True, "Decay the Adam step size linearly to 0 over the run's gradient steps (PureJaxRL's "
+      "LR_LINEAR_DECAY).")
   adam_eps: float = run_config.field(1e-8, "Adam's epsilon.", check=run_config.positive)
-  max_grad_norm: float = run_config.field(10.0, "Clip the gradient to this global norm before Adam "
-                                      "(0 = off).", check=run_config.non_negative)
+  max_grad_norm: float = run_config.field(
+      10.0, "Clip the gradient to this global norm before Adam (0 = off).",
+      check=run_config.non_negative)
   hidden_sizes: tuple[int, ...] = run_config.field(
       (120, 84), "Hidden layer widths of the Q-network MLP, comma-separated.",
       check=run_config.positive_sizes)
-  activation: str = run_config.field("relu", "Hidden-layer nonlinearity of the Q-network.",
-                                 choices=tuple(policies.ACTIVATIONS))
-  buffer_size: int = run_config.field(10_000, "Replay buffer capacity in transitions (uniform "
-                                  "sampling from the filled slots; the oldest are overwritten).",
-                                  check=run_config.at_least_one)
-  batch_size: int = run_config.field(128, "Transitions per gradient step.", check=run_config.at_least_one)
-  learning_starts: int = run_config.field(10_000, "Env steps per seed before the first gradient step "
-                                      "(the buffer fills under the epsilon schedule).",
-                                      check=run_config.non_negative)
-  train_frequency: int = run_config.field(10, "Env steps (over all --num_envs) between gradient "
-                                      "phases; a multiple of --num_envs.",
-                                      check=run_config.at_least_one)
-  gradient_steps: int = run_config.field(1, "Gradient steps per phase.", check=run_config.at_least_one)
-  target_update_period: int = run_config.field(500, "Env steps between target-network updates.",
-                                           check=run_config.at_least_one)
-  tau: float = run_config.field(1.0, "Target update: target <- tau * online + (1 - tau) * target "
-                            "every --target_update_period env steps; 1 = hard copy (Mnih et al. "
-                            "2015), < 1 = Polyak averaging.",
-                            check=(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"))
-  double_dqn: bool = run_config.field(True, "Double DQN (van Hasselt et al. 2016): the online "
-                                  "network picks the bootstrap action, the target network "
-                                  "values it.")
-  loss: str = run_config.field("mse", "TD loss: 'huber' (delta 1), 'mse' (the error squared, "
-                           "torch's mse_loss) or 'squared' (half of it).",
-                           choices=losses.TD_LOSSES)
-  eps_start: float = run_config.field(1.0, "Exploration epsilon at step 0.",
-                                  check=run_config.unit_interval)
-  eps_end: float = run_config.field(0.01, "Exploration epsilon after the linear decay.",
-                                check=run_config.unit_interval)
-  eps_fraction: float = run_config.field(0.2, "Fraction of --total_env_steps over which epsilon "
-                                     "decays linearly from --eps_start to --eps_end.",
-                                     check=(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"))
+  activation: str = run_config.field(
+      "relu", "Hidden-layer nonlinearity of the Q-network.", choices=tuple(policies.ACTIVATIONS))
+  buffer_size: int = run_config.field(
+      10_000, "Replay buffer capacity in transitions (uniform sampling from the filled slots; the "
+      "oldest are overwritten).", check=run_config.at_least_one)
+  batch_size: int = run_config.field(
+      128, "Transitions per gradient step.", check=run_config.at_least_one)
+  learning_starts: int = run_config.field(
+      10_000, "Env steps per seed before the first gradient step (the buffer fills under the "
+      "epsilon schedule).", check=run_config.non_negative)
+  train_frequency: int = run_config.field(
+      10, "Env steps (over all --num_envs) between gradient phases; a multiple of --num_envs.",
+      check=run_config.at_least_one)
+  gradient_steps: int = run_config.field(
+      1, "Gradient steps per phase.", check=run_config.at_least_one)
+  target_update_period: int = run_config.field(
+      500, "Env steps between target-network updates.", check=run_config.at_least_one)
+  tau: float = run_config.field(
+      1.0, "Target update: target <- tau * online + (1 - tau) * target every "
+      "--target_update_period env steps; 1 = hard copy (Mnih et al. 2015), < 1 = Polyak "
+      "averaging.", check=(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"))
+  double_dqn: bool = run_config.field(
+      True, "Double DQN (van Hasselt et al. 2016): the online network picks the bootstrap action, "
+      "the target network values it.")
+  loss: str = run_config.field(
+      "mse", "TD loss: 'huber' (delta 1), 'mse' (the error squared, torch's mse_loss) or "
+      "'squared' (half of it).", choices=losses.TD_LOSSES)
+  eps_start: float = run_config.field(
+      1.0, "Exploration epsilon at step 0.", check=run_config.unit_interval)
+  eps_end: float = run_config.field(
+      0.01, "Exploration epsilon after the linear decay.", check=run_config.unit_interval)
+  eps_fraction: float = run_config.field(
+      0.2, "Fraction of --total_env_steps over which epsilon decays linearly from --eps_start to "
+      "--eps_end.", check=(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"))
   total_env_steps: int = run_config.field(
       500_000, "Budget per seed in env steps.",
       check=(lambda v: 1 <= v < 2**30, "must be in [1, 2**30) (the int32 counter)"))
-  num_chunks: int = run_config.field(10, "The budget runs in this many equal chunks; after each: a "
-                                 "progress line, metrics.jsonl lines, a checkpoint every "
-                                 "--checkpoint_every chunks.", check=run_config.at_least_one)
-  points_per_chunk: int = run_config.field(20, "Learning-curve points recorded inside each chunk "
-                                       "(return.png, steps to the target).",
-                                       check=run_config.at_least_one)
-  eval_episodes: int = run_config.field(10, "Fresh episodes per seed played by the greedy policy "
-                                    "(epsilon 0) in each evaluation, apart from training.",
-                                    check=run_config.at_least_one)
-  eval_every: int = run_config.field(0, "Also evaluate the greedy policy after every this many "
-                                 "chunks (eval_* metrics); 0 = only at the end.",
-                                 check=run_config.non_negative)
+  num_chunks: int = run_config.field(
+      10, "The budget runs in this many equal chunks; after each: a progress line, metrics.jsonl "
+      "lines, a checkpoint every --checkpoint_every chunks.", check=run_config.at_least_one)
+  points_per_chunk: int = run_config.field(
+      20, "Learning-curve points recorded inside each chunk (return.png, steps to the target).",
+      check=run_config.at_least_one)
+  eval_episodes: int = run_config.field(
+      10, "Fresh episodes per seed played by the greedy policy (epsilon 0) in each evaluation, "
+      "apart from training.", check=run_config.at_least_one)
+  eval_every: int = run_config.field(
+      0, "Also evaluate the greedy policy after every this many chunks (eval_* metrics); 0 = only "
+      "at the end.", check=run_config.non_negative)
 
   total_updates = 0  # the budget is in env steps (``report.plot_returns`` reads this)
 
@@ -396,16 +401,20 @@ SUM_KEYS = ("episodes", "return_sum", "length_sum", "grad_phases", "loss", "q_me
 def run_chunk(setup: Setup, state: DQNState) -> tuple[DQNState, dict[str, Array]]:
   """Iterations until the seed's env steps reach the chunk's end (``budget.run_until``).
 
-  The learning curve: at each mark, the return of the latest finished episode and the last-100
-  average.
+  The learning curve: at each mark, the return of the latest finished episode (NaN before the
+  first) and the 100-episode average (NaN until 100 episodes have ended: a negative-return task
+  such as Acrobot would otherwise look solved at the start, when the window is empty).
+  ``return_last100`` at the chunk's end is NaN while no episode has ended.
   """
   cfg = setup.config
   start, end = budget.chunk_bounds(cfg.budget, cfg.num_chunks, state.chunk)
 
   def curve_fn(new_s, m):
     del m
-    return {"curve_return": new_s.recent_returns[-1],
-            "curve_return_last100": return_last100(new_s),
+    count = new_s.recent_count
+    return {"curve_return": jnp.where(count > 0, new_s.recent_returns[-1], jnp.nan),
+            "curve_return_last100": jnp.where(count >= budget.RECENT_EPISODES,
+                                              return_last100(new_s), jnp.nan),
             "curve_env_steps": new_s.env_steps}
 
   state, acc = budget.run_until(
@@ -420,7 +429,7 @@ def run_chunk(setup: Setup, state: DQNState) -> tuple[DQNState, dict[str, Array]
       "episode_return": acc["return_sum"] / episodes,
       "episode_length": acc["length_sum"] / episodes,
       "episodes": acc["episodes"],
-      "return_last100": return_last100(state),
+      "return_last100": jnp.where(state.recent_count > 0, return_last100(state), jnp.nan),
       "env_steps": state.env_steps,
       "updates": state.grad_steps,
       "target_updates": state.target_updates,
