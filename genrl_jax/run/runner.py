@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax.run import devices as devices_lib
+from genrl_jax.run import distributed
 from genrl_jax.run import stats
 from genrl_jax.run import sweep as sweep_lib
 from genrl_jax.run.checkpoint import Checkpointer
@@ -47,7 +48,8 @@ RUN_INFO_FILE = "run_info.json"
 CHECKPOINT_DIR = "checkpoints"
 RESULTS_FILE = "results.json"
 # Run-level flags that may differ on resume (the seed loop may change rounding, see WORKSPACE.md).
-RUN_FLAGS_MAY_CHANGE = ("checkpoint_every", "keep_checkpoints", "keep_every", "seed_loop")
+RUN_FLAGS_MAY_CHANGE = ("checkpoint_every", "keep_checkpoints", "keep_every", "seed_loop",
+                        "coordinator_address", "num_processes", "process_id")
 SEED_AXIS = devices_lib.SEED_AXIS  # the name of the vmapped seed axis inside init and chunk
 
 
@@ -522,6 +524,11 @@ def _restore_or_init(exp: Experiment, compiled: Compiled, data, workdir: str | N
     state, start = checkpointer.restore(template=state)
     state = placement.place_state(state)
     log(f"resuming {exp.name} from {exp.chunk_label} {start}/{exp.num_chunks} in {workdir}")
+  if not distributed.is_main():  # multi-process: process 0 writes the run's files
+    rows = [r for r in MetricsLog(os.path.join(workdir, METRICS_FILE)).read()
+            if r.get("chunk", 0) <= start]
+    return state, start, checkpointer, None, history_from_rows(
+        rows, placement.seeds, start, placement.cell_labels())
   metrics_log = MetricsLog(os.path.join(workdir, METRICS_FILE),
                            TensorBoardLog(workdir, resume_from=start))
   rows = metrics_log.keep_until(start)
@@ -565,7 +572,7 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
   chunk_seconds: list[float] = []
   last_saved = start
   if exp.after_chunk is not None and start == 0:
-    exp.after_chunk(ChunkEnd(0, state, {}, workdir, placement, data))
+    _after_chunk(exp, ChunkEnd(0, state, {}, workdir, placement, data))
   with _StopRequest(log) as stop:
     for index in range(start, exp.num_chunks):
       t0 = time.perf_counter()
@@ -593,7 +600,7 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
         checkpointer.save(done, state)
         last_saved = done
       if exp.after_chunk is not None:
-        exp.after_chunk(ChunkEnd(done, state, metrics, workdir, placement, data))
+        _after_chunk(exp, ChunkEnd(done, state, metrics, workdir, placement, data))
       if stop.requested and done < exp.num_chunks:
         if checkpointer is not None:
           checkpointer.wait()
@@ -601,6 +608,15 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
                             f"checkpoint saved in {checkpointer.directory}")
         raise Interrupted(f"stopped after {exp.chunk_label} {done} (no --workdir: nothing saved)")
   return state, chunk_seconds
+
+
+def _after_chunk(exp: Experiment, end: ChunkEnd) -> None:
+  """The hook; in a multi-process run on process 0 only, with the state gathered to the host."""
+  if jax.process_count() > 1:
+    end.state = end.placement.to_host(end.state)  # a collective: every process takes part
+    if not distributed.is_main():
+      return
+  exp.after_chunk(end)
 
 
 def final_evaluation(exp: Experiment, compiled: Compiled, state, data, chunk_seconds,
@@ -677,6 +693,8 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     raise UserError(f"nothing to run: {exp.num_chunks} {exp.chunk_label}s; pass a positive count")
   if workdir:
     check_workdir(workdir)
+  if not distributed.is_main():
+    log = lambda _: None  # noqa: E731 (process 0 prints the progress of a multi-process run)
   grid = sweep_lib.parse(sweep, exp.sweepable, exp.name) if sweep else None
   placement = SeedPlacement(seeds, seed, seed_loop or exp.seed_loop, sweep=grid)
   compiled = Compiled(exp, placement)
@@ -694,13 +712,16 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
   if start >= exp.num_chunks:
     log(f"{exp.name}: all {exp.num_chunks} {exp.chunk_label}s already done in {workdir}")
   final, eval_seconds = final_evaluation(exp, compiled, state, data, chunk_seconds, log)
+  if jax.process_count() > 1:  # every process gets the whole state (a gather)
+    state = placement.to_host(state)
   result = RunResult(state=state, history=history, seeds=placement.seeds,
                      chunk_seconds=chunk_seconds, workdir=workdir, final=final,
                      eval_seconds=eval_seconds, placement=placement, config=config)
-  result.results = write_results(exp, result, workdir)
-  if grid is not None and workdir:
+  main = distributed.is_main()
+  result.results = write_results(exp, result, workdir if main else None)
+  if grid is not None and workdir and main:
     sweep_lib.figures(result, exp.summarize, workdir)
-  elif exp.figures is not None and workdir:
+  elif exp.figures is not None and workdir and main:
     exp.figures(result, workdir)
   return result
 
