@@ -25,6 +25,15 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _bindable(port: int) -> bool:
+  with socket.socket() as s:
+    try:
+      s.bind(("127.0.0.1", port))
+      return True
+    except OSError:
+      return False
+
+
 def _env(devices: int):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   env.pop("XLA_FLAGS", None)
@@ -153,3 +162,42 @@ def test_cluster_detection(monkeypatch):
     monkeypatch.delenv(k)
   monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "10.0.0.2,10.0.0.3")
   assert distributed.detected_cluster() == "tpu"
+
+
+FAKE_SRUN = r"""#!/usr/bin/env bash
+# srun stand-in: starts SLURM_NTASKS local tasks of the command, each with its SLURM_PROCID.
+while [[ "$1" == --* ]]; do shift; done
+pids=()
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  SLURM_PROCID=$i "$@" > "$FAKE_SRUN_LOGS/task$i.log" 2>&1 &
+  pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+exit $rc
+"""
+
+
+def test_slurm_multinode_script_runs_one_process_per_task(tmp_path):
+  # The script's coordinator port is 20000 + job id % 20000: a job id whose port is free.
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "srun").write_text(FAKE_SRUN)
+  (bin_dir / "scontrol").write_text("#!/usr/bin/env bash\necho 127.0.0.1\n")
+  for f in bin_dir.iterdir():
+    f.chmod(0o755)
+  port = next(p for p in range(20000 + os.getpid() % 10000, 40000) if _bindable(p))
+  env = {**_env(2), "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": str(port - 20000),
+         "SLURM_NTASKS": "2", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "node[1]",
+         "SLURM_SUBMIT_DIR": ROOT, "FAKE_SRUN_LOGS": str(tmp_path)}
+  workdir = tmp_path / "run"
+  proc = subprocess.run(["bash", os.path.join(ROOT, "launch", "slurm_multinode.sh"),
+                         sys.executable, "-m", "tests.toy_experiment", "--seeds=4",
+                         f"--workdir={workdir}"], env=env, capture_output=True, text=True,
+                        timeout=300)
+  logs = [(tmp_path / f"task{i}.log").read_text() for i in range(2)]
+  assert proc.returncode == 0, proc.stderr[-2000:] + logs[0][-2000:] + logs[1][-2000:]
+  assert "2 processes on 1 nodes, coordinator 127.0.0.1" in proc.stdout
+  info = json.load(open(workdir / "run_info.json"))
+  assert "on 4 cpu devices of 2 processes" in info["sessions"][-1]["placement"]
+  assert len(_rows(workdir)) == 4 * 4
