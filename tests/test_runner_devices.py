@@ -126,3 +126,16 @@ def test_eight_devices_match_one_device_for_vae_and_reinforce(tmp_path):
   sw = runner.run(test_sweep._vae(), seeds=4, seed=0, sweep="learning_rate=0.01,0.001",
                   log=lambda _: None)
   np.testing.assert_allclose(got["sweep_loss"], sw.history[-1]["loss"], rtol=1e-5)
+
+
+def test_process_grid_gives_each_process_an_equal_share_or_refuses():
+  import collections  # pylint: disable=g-import-not-at-top
+  from genrl_jax.run.errors import UserError  # pylint: disable=g-import-not-at-top
+  dev = collections.namedtuple("dev", "process_index id")
+  # 2 processes x 4 devices, listed out of order: process 0 holds the first half of the seeds.
+  cluster = [dev(p, 10 * p + i) for i in range(4) for p in (1, 0)]
+  for seeds, want in [(8, [0, 1, 2, 3, 10, 11, 12, 13]), (4, [0, 1, 10, 11]),
+                      (6, [0, 1, 2, 10, 11, 12]), (2, [0, 10]), (14, [0, 10])]:
+    assert [d.id for d in devices.process_grid(seeds, cluster, 2)] == want, seeds
+  with pytest.raises(UserError, match="do not split evenly over 2 processes; pass a multiple of 2"):
+    devices.process_grid(7, cluster, 2)

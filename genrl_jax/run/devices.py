@@ -80,9 +80,15 @@ def process_shardings(num_seeds: int, devices=None, num_processes: int | None = 
     devices: all devices of the run (default ``jax.devices()``), each with ``process_index``.
     num_processes: P (default ``jax.process_count()``).
   """
-  from genrl_jax.run.errors import UserError  # pylint: disable=g-import-not-at-top
   devices = list(devices if devices is not None else jax.devices())
-  num_processes = num_processes or jax.process_count()
+  grid = process_grid(num_seeds, devices, num_processes or jax.process_count())
+  mesh = Mesh(np.asarray(grid), (SEED_DEVICES_AXIS,))
+  return NamedSharding(mesh, PartitionSpec(SEED_DEVICES_AXIS)), NamedSharding(mesh, PartitionSpec())
+
+
+def process_grid(num_seeds: int, devices, num_processes: int) -> list:
+  """The devices of ``process_shardings``' mesh in seed order (process by process)."""
+  from genrl_jax.run.errors import UserError  # pylint: disable=g-import-not-at-top
   if num_seeds % num_processes:
     raise UserError(f"{num_seeds} seeds (x sweep points) do not split evenly over "
                     f"{num_processes} processes; pass a multiple of {num_processes}")
@@ -92,9 +98,7 @@ def process_shardings(num_seeds: int, devices=None, num_processes: int | None = 
   local = min(len(v) for v in by_process.values())
   per_process = num_seeds // num_processes
   k = max(d for d in range(1, local + 1) if per_process % d == 0)
-  grid = [d for p in sorted(by_process) for d in by_process[p][:k]]
-  mesh = Mesh(np.asarray(grid), (SEED_DEVICES_AXIS,))
-  return NamedSharding(mesh, PartitionSpec(SEED_DEVICES_AXIS)), NamedSharding(mesh, PartitionSpec())
+  return [d for p in sorted(by_process) for d in by_process[p][:k]]
 
 
 def resolve_seed_loop(seed_loop: str) -> str:

@@ -118,3 +118,15 @@ def is_main() -> bool:
   """Whether this process writes the run's files (process 0; always true in one process)."""
   import jax  # noqa: PLC0415
   return jax.process_index() == 0
+
+
+def any_process(flag: bool) -> bool:
+  """Whether ``flag`` is true in any process (a tiny all-gather; just ``flag`` in one process).
+  The runner's stop request goes through it: a SIGTERM that reaches the processes at different
+  chunks still stops all of them after the same chunk, so none waits for a peer that has left."""
+  import jax  # noqa: PLC0415
+  if jax.process_count() == 1:
+    return bool(flag)
+  import numpy as np  # noqa: PLC0415
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(bool(flag)))))

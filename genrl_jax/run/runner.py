@@ -595,13 +595,15 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
       line = progress_line(exp, done, metrics, seconds, eta)
       log(line + (" (includes compile)" if index == start else ""))
 
+      # Across processes the stop is agreed (any process signalled), so all stop at this chunk.
+      stopping = distributed.any_process(stop.requested)
       if checkpointer is not None and (done % checkpoint_every == 0 or done == exp.num_chunks
-                                       or stop.requested):
+                                       or stopping):
         checkpointer.save(done, state)
         last_saved = done
       if exp.after_chunk is not None:
         _after_chunk(exp, ChunkEnd(done, state, metrics, workdir, placement, data))
-      if stop.requested and done < exp.num_chunks:
+      if stopping and done < exp.num_chunks:
         if checkpointer is not None:
           checkpointer.wait()
           raise Interrupted(f"stopped after {exp.chunk_label} {done}/{exp.num_chunks}; "

@@ -181,7 +181,7 @@ def plot(path: str, sweep: Sweep, metrics: Mapping[str, Any], num_seeds: int,
       for xi, v in zip(x, idx):
         ax.scatter(np.full(num_seeds, xi), values[v], s=9, color=line.get_color(), alpha=0.6)
     positive = np.all(xs_all > 0)
-    if positive and xs_all.max() / xs_all.min() > 10:
+    if positive and xs_all.max() / xs_all.min() >= 9.99:
       ax.set_xscale("log")
     ax.set_xlabel(sweep.names[0])
     ax.set_ylabel(name)
