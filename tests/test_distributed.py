@@ -133,6 +133,23 @@ def test_killing_one_process_then_rerunning_both_resumes(tmp_path):
   assert [(r["chunk"], r["seed"]) for r in rows] == [(c, s) for c in range(1, 9) for s in range(4)]
 
 
+def test_sigterm_to_one_process_stops_both_after_the_same_chunk(tmp_path):
+  args = ["--chunks=8", "--steps_per_chunk=40000"]
+  two = str(tmp_path / "two")
+  procs = _pair(two, args)
+  ckpt = os.path.join(two, "checkpoints", "1", "commit_success.txt")
+  deadline = time.time() + 240
+  while not os.path.exists(ckpt) and time.time() < deadline and procs[1].poll() is None:
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)  # as SLURM would, but to one process only
+  outs = _finish(procs)
+  stopped = [line for line in outs[0].splitlines() if line.startswith("stopped after chunk")]
+  assert stopped and "resume with:" in stopped[0], outs[0][-2000:]
+  done = int(stopped[0].split("chunk ")[1].split("/")[0])
+  assert done < 8 and os.path.exists(os.path.join(two, "checkpoints", str(done)))
+  assert max(r["chunk"] for r in _rows(two)) == done
+
+
 def test_bad_distributed_flags_are_one_line():
   with pytest.raises(UserError, match="need all of"):
     distributed.initialize("127.0.0.1:1234", None, 0)

@@ -91,6 +91,12 @@ rl = runner.run(test_sweep._reinforce(), seeds=8, seed=0, log=lambda _: None)
 assert len(rl.state.env_steps.sharding.device_set) == 8
 out["rl_return"] = np.asarray(rl.results["metrics"]["final_return_last100"]["per_seed"])
 out["rl_steps"] = rl.history[-1]["env_steps"]
+from tests import test_dqn
+from genrl_jax.rl import dqn_run
+dq = runner.run(dqn_run.make_experiment(test_dqn._config(), None), seeds=8, seed=0,
+                log=lambda _: None)
+out["dqn_return"] = np.asarray(dq.results["metrics"]["eval_return"]["per_seed"])
+out["dqn_steps"] = dq.history[-1]["env_steps"]
 # A sweep of 2 values x 4 seeds: 8 cells, one per device.
 sw = runner.run(test_sweep._vae(), seeds=4, seed=0, sweep="learning_rate=0.01,0.001",
                 log=lambda _: None)
@@ -105,7 +111,7 @@ np.savez("OUT", **out)
 """
 
 
-def test_eight_devices_match_one_device_for_vae_and_reinforce(tmp_path):
+def test_eight_devices_match_one_device_for_vae_reinforce_and_dqn(tmp_path):
   from genrl_jax import run as runner  # pylint: disable=g-import-not-at-top
   from tests import test_sweep  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / "eight.npz")
@@ -126,6 +132,13 @@ def test_eight_devices_match_one_device_for_vae_and_reinforce(tmp_path):
   sw = runner.run(test_sweep._vae(), seeds=4, seed=0, sweep="learning_rate=0.01,0.001",
                   log=lambda _: None)
   np.testing.assert_allclose(got["sweep_loss"], sw.history[-1]["loss"], rtol=1e-5)
+  from genrl_jax.rl import dqn_run  # pylint: disable=g-import-not-at-top
+  from tests import test_dqn  # pylint: disable=g-import-not-at-top
+  dq = runner.run(dqn_run.make_experiment(test_dqn._config(), None), seeds=8, seed=0,
+                  log=lambda _: None)
+  np.testing.assert_allclose(got["dqn_return"], dq.results["metrics"]["eval_return"]["per_seed"],
+                             rtol=1e-5)
+  np.testing.assert_array_equal(got["dqn_steps"], dq.history[-1]["env_steps"])
 
 
 def test_process_grid_gives_each_process_an_equal_share_or_refuses():

@@ -119,3 +119,34 @@ def test_reinforce_cells_equal_separate_runs():
     np.testing.assert_allclose(swept.results["metrics"][key]["per_seed"],
                                one.results["metrics"]["final_return_last100"]["per_seed"],
                                rtol=1e-5)
+
+
+def test_vae_entry_point_sweep_then_replay(tmp_path):
+  """python -m experiments.vae --sweep=... end to end, then experiments.replay of its workdir."""
+  import subprocess  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+  from tests import test_vae_experiment as cli_test  # noqa: PLC0415
+  from tests.test_data import write_mnist_like  # noqa: PLC0415
+  write_mnist_like(str(tmp_path / "data"), sizes=(96, 40))
+  run = str(tmp_path / "run")
+  proc = cli_test._run(["--data_dir", str(tmp_path / "data"), "--workdir", run, *cli_test.TINY,
+                        "--sweep=learning_rate=1e-2,1e-3"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "2 sweep points (learning_rate) x 2 seeds (0..1) = 4 cells" in json.load(
+      open(os.path.join(run, "run_info.json")))["sessions"][-1]["placement"]
+  assert "test -ELBO [learning_rate=0.01]" in proc.stdout, proc.stdout[-2000:]
+  doc = json.load(open(os.path.join(run, "results.json")))
+  assert os.path.exists(os.path.join(run, "sweep.png"))
+  replayed = subprocess.run([sys.executable, "-m", "experiments.replay", f"--workdir={run}",
+                             f"--out={tmp_path / 'replay'}"], cwd=cli_test.ROOT,
+                            capture_output=True, text=True, timeout=300, env=cli_test._env())
+  assert replayed.returncode == 0, replayed.stderr[-3000:]
+  again = json.load(open(tmp_path / "replay" / "results.json"))
+  for key in ("test_neg_elbo[learning_rate=0.01]", "test_nll_iwae[learning_rate=0.001]"):
+    assert again["metrics"][key]["per_seed"] == doc["metrics"][key]["per_seed"]
+  assert os.path.exists(tmp_path / "replay" / "sweep.png")
+  bad = cli_test._run(["--data_dir", str(tmp_path / "data"), "--workdir", str(tmp_path / "b"),
+                       *cli_test.TINY, "--sweep=hidden=8,16"])
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+      "error: --sweep: 'hidden' is not a sweepable hyperparameter of vae; sweepable: "
+      "prior_std, learning_rate (others: python -m launch.sweep)"], bad.stderr

@@ -94,6 +94,7 @@ def print_results(results: dict, eval_seconds: float) -> None:
   k = results["extra"]["iwae_k"]
   for key, label in (("test_neg_elbo", "test -ELBO"), ("test_nll_iwae", f"test NLL (IWAE, "
                                                       f"k={k})")):
-    s = results["metrics"][key]
-    print(f"  {label:24s} {s['mean']:.2f} ± {s['ci95_half_width']:.2f}   per seed: "
-          + " ".join(f"{v:.2f}" for v in s["per_seed"]))
+    for name, point in sweep.result_keys(results, key):  # one line per sweep point, if any
+      s = results["metrics"][name]
+      print(f"  {label + point:24s} {s['mean']:.2f} ± {s['ci95_half_width']:.2f}   per seed: "
+            + " ".join(f"{v:.2f}" for v in s["per_seed"]))

@@ -79,12 +79,18 @@ def hooks(config, target: float | None, title: str,
 
 def headline(results: dict) -> str:
   """``last-100 return 499.8 ± 0.2 (IQM 500.0); 8/8 seeds reached 475`` from results.json."""
-  s = results["metrics"]["final_return_last100"]
-  line = f"last-100 return {s['mean']:.1f} ± {s['ci95_half_width']:.1f} (IQM {s['iqm']:.1f})"
+  from genrl_jax.run import sweep  # noqa: PLC0415
+  parts = []
+  for key, point in sweep.result_keys(results, "final_return_last100"):  # a sweep: per point
+    s = results["metrics"][key]
+    parts.append(f"last-100 return{point} {s['mean']:.1f} ± {s['ci95_half_width']:.1f} "
+                 f"(IQM {s['iqm']:.1f})")
+  line = "; ".join(parts)
   extra = results.get("extra", {})
   if "target_return" in extra:
-    line += (f"; {extra['seeds_reaching_target']}/{len(results['seeds'])} seeds reached "
-             f"{extra['target_return']:g}")
+    runs = len(extra["sweep"]["cells"]) if "sweep" in extra else len(results["seeds"])
+    line += (f"; {extra['seeds_reaching_target']}/{runs} {'cells' if 'sweep' in extra else 'seeds'}"
+             f" reached {extra['target_return']:g}")
   return line
 
 

@@ -26,6 +26,7 @@ from genrl_jax.run import checkpoint as checkpoint_lib
 from genrl_jax.run import info as run_info_lib
 from genrl_jax.run import runner
 from genrl_jax.run.errors import UserError
+from genrl_jax.run import sweep as sweep_lib
 from genrl_jax.run.placement import SeedPlacement
 
 TIMING_KEYS = ("eval_seconds", "chunk_seconds", "chunks_done")
@@ -69,7 +70,8 @@ class LoadedRun:
 
   def history(self, upto: int) -> list[dict[str, np.ndarray]]:
     rows = runner.MetricsLog(os.path.join(self.workdir, runner.METRICS_FILE)).read()
-    return runner.history_from_rows(rows, self.placement.seeds, upto)
+    return runner.history_from_rows(rows, self.placement.seeds, upto,
+                                    self.placement.cell_labels())
 
 
 def load(workdir: str) -> LoadedRun:
@@ -82,8 +84,10 @@ def load(workdir: str) -> LoadedRun:
                     "run made by one of the experiments")
   config = info.get("config") or {}
   experiment = registry.build(info["experiment"], config)
+  grid = (sweep_lib.parse(config["sweep"], experiment.sweepable, info["experiment"])
+          if config.get("sweep") else None)  # a --sweep run: its cells, as it ran them
   placement = SeedPlacement(int(info["seeds"]), int(info["seed"]),
-                            config.get("seed_loop") or experiment.seed_loop)
+                            config.get("seed_loop") or experiment.seed_loop, sweep=grid)
   return LoadedRun(workdir=workdir, info=info, experiment=experiment, placement=placement,
                    compiled=runner.Compiled(experiment, placement),
                    data=placement.place_data(experiment.data))
@@ -133,7 +137,9 @@ def replay(run: LoadedRun, step: int | None, out_dir: str, log=print) -> list[tu
                             config=run.info.get("config"))
   os.makedirs(out_dir, exist_ok=True)
   replayed = runner.write_results(run.experiment, result, out_dir)
-  if run.experiment.figures is not None:
+  if run.placement.sweep is not None:
+    sweep_lib.figures(result, run.experiment.summarize, out_dir)
+  elif run.experiment.figures is not None:
     run.experiment.figures(result, out_dir)
   saved_path = os.path.join(run.workdir, runner.RESULTS_FILE)
   saved = None

@@ -539,6 +539,14 @@ def _restore_or_init(exp: Experiment, compiled: Compiled, data, workdir: str | N
   return state, start, checkpointer, metrics_log, history
 
 
+def _who(placement: SeedPlacement, bad: np.ndarray) -> list[str]:
+  """The seeds (with a sweep: the cells, e.g. ``learning_rate-0.1_seed_2``) where ``bad``."""
+  if placement.sweep is None:
+    return [str(s) for s in placement.seeds[bad]]
+  names = placement.sweep.cell_names(placement.seed_values)
+  return [n for n, b in zip(names, bad) if b]
+
+
 def _check_finite(exp: Experiment, metrics: dict[str, np.ndarray], done: int,
                   placement: SeedPlacement, checkpointer: Checkpointer | None,
                   last_saved: int) -> None:
@@ -558,7 +566,7 @@ def _check_finite(exp: Experiment, metrics: dict[str, np.ndarray], done: int,
     where = "; no checkpoint exists yet (it diverged before the first one)"
   raise TrainingDiverged(
       f"{exp.name}: {exp.finite_key} is NaN/Inf for seed(s) "
-      f"{', '.join(str(s) for s in placement.seeds[bad])} at {exp.chunk_label} {done}"
+      f"{', '.join(_who(placement, bad))} at {exp.chunk_label} {done}"
       f"{where}; lower the learning rate or check the data")
 
 

@@ -209,3 +209,14 @@ def figures(result, summarize, out_dir: str) -> list[str]:
     return []
   return [plot(os.path.join(out_dir, SWEEP_FILE), result.placement.sweep, metrics,
                result.placement.num_seeds)]
+
+
+def result_keys(results: dict, metric: str) -> list[tuple[str, str]]:
+  """[(results.json key, label suffix)] of ``metric``: itself, or one per sweep point
+  (``test_neg_elbo[learning_rate=0.001]``, `` [learning_rate=0.001]``)."""
+  grid = results.get("extra", {}).get("sweep")
+  if not grid:
+    return [(metric, "")]
+  sweep = Sweep(tuple(grid["names"]), tuple(tuple(p) for p in grid["points"]))
+  return [(f"{metric}[{sweep.point_label(v)}]", f" [{sweep.point_label(v)}]")
+          for v in range(sweep.num_points)]
