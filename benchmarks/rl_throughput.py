@@ -48,16 +48,17 @@ def measure_jax(num_seeds: int, total_env_steps: int) -> dict:
   max_chunks = max(1, total_env_steps // (default.num_envs * 500))   # CartPole's 500-step limit
   config = reinforce.ReinforceConfig(total_env_steps=total_env_steps,
                                      num_chunks=min(default.num_chunks, max_chunks))
-  init, chunk, _ = reinforce.make_train(config)
-  state = jax.jit(jax.vmap(init))(runner.seed_keys(0, num_seeds))
-  chunk_fn = jax.jit(jax.vmap(chunk, axis_name=runner.SEED_AXIS), donate_argnums=0)
+  train = reinforce.make_train(config)
+  placement = runner.SeedPlacement(num_seeds, 0, "vmap")   # as the runner places the seeds
+  state = placement.jit(train.init)(placement.keys(), None)
+  chunk_fn = placement.jit(train.chunk, donate=True)
   t0 = time.perf_counter()
-  compiled = chunk_fn.lower(state).compile()
+  compiled = chunk_fn.lower(state, None).compile()
   compile_s = time.perf_counter() - t0
   simulated = 0.0
   t0 = time.perf_counter()
   for _ in range(config.num_chunks):
-    state, metrics = compiled(state)
+    state, metrics = compiled(state, None)
     metrics = jax.device_get(metrics)      # the runner's one host transfer per chunk
     simulated += float(np.sum(metrics["simulated_steps_in_chunk"]))
   seconds = time.perf_counter() - t0

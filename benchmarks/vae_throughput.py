@@ -83,6 +83,7 @@ def step_floor(config: vae.VAEConfig, train_u8: np.ndarray, steps: int = 200,
   the model's parameters. Their sum bounds the step from below whatever the fusion, so
   flops_per_step / (matmuls + adam) / peak caps the reachable fraction of the matmul peak."""
   train = vae.make_train(config)
+  model, optimizer = train.static
   options = vae.compiler_options()
   state = train.init(jax.random.key(0), None)
   batch = config.batch_size
@@ -102,14 +103,14 @@ def step_floor(config: vae.VAEConfig, train_u8: np.ndarray, steps: int = 200,
   def adam(c, i):
     params, opt_state = c
     grads = jax.tree.map(lambda p: p * (1.0 + 1e-6 * i), params)
-    updates, opt_state = train.optimizer.update(grads, opt_state, params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), None
 
   def full(c, i):
     params, opt_state = c
     params, opt_state, loss, _ = vae.train_step(
         params, opt_state, jax.random.key(i), jax.lax.dynamic_slice_in_dim(data, i * batch, batch),
-        train.model, train.optimizer, config)
+        model, optimizer, config)
     return (params, opt_state), loss
 
   out = {}
@@ -125,23 +126,20 @@ def step_floor(config: vae.VAEConfig, train_u8: np.ndarray, steps: int = 200,
 
 
 class Ours:
-  """``seeds`` seeds in one program, placed and looped as experiments/vae.py does
-  (``runner.devices.over_seeds``); compiled and warmed up on construction, then timed per epoch
+  """``seeds`` seeds in one program, placed and looped by the runner's ``SeedPlacement`` (as
+  experiments/vae.py runs them); compiled and warmed up on construction, then timed per epoch
   (one compiled lax.scan over the epoch's batches)."""
 
   def __init__(self, data: dict, seeds: int, config: vae.VAEConfig, seed_loop: str = "auto"):
     train = vae.make_train(config)
+    model, optimizer = train.static
     options = vae.compiler_options()
-    # The runner's placement: the seed axis split over the local devices, data replicated.
-    by_seed, replicated = runner.devices.seed_shardings(seeds)
-    keys = runner.seed_keys(0, seeds)
-    if by_seed is not None:
-      keys, data = jax.device_put(keys, by_seed), jax.device_put(data, replicated)
-    over_seeds = lambda fn: runner.devices.over_seeds(fn, seed_loop, by_seed)
-    self.state = jax.jit(over_seeds(train.init), compiler_options=options)(keys, data)
-    self.epoch = jax.jit(over_seeds(lambda s, d: vae.train_epoch(s, d["train"], train.model,
-                                                                 train.optimizer, config)),
-                         donate_argnums=0, compiler_options=options)
+    placement = runner.SeedPlacement(seeds, 0, seed_loop)
+    data = placement.place_data(data)
+    self.state = placement.jit(train.init, compiler_options=options)(placement.keys(), data)
+    self.epoch = placement.jit(lambda s, d: vae.train_epoch(s, d["train"], model, optimizer,
+                                                            config),
+                               donate=True, compiler_options=options)
     self.data = data
     self.examples_per_epoch = seeds * vae.num_batches(data["train"].shape[0],
                                                       config.batch_size) * config.batch_size

@@ -28,9 +28,11 @@ import jax
 import numpy as np
 from absl import flags
 
-from experiments import reinforce as single
+from experiments import reinforce as single  # noqa: F401 (defines the REINFORCE flags)
 from genrl_jax import run as runner
-from genrl_jax.rl import reinforce
+from genrl_jax.rl import reinforce, reinforce_run, report
+from genrl_jax.run import cli
+from genrl_jax.run import config as cfg
 
 VARIANTS = (  # (directory, label, estimator, baseline)
     ("total", "total return G_0", "total", "none"),
@@ -48,11 +50,12 @@ FLAGS = flags.FLAGS
 
 def _variance_state(config: reinforce.ReinforceConfig, seeds: int, seed: int, chunks: int):
   """The value variant's state after ``chunks`` chunks, recomputed (the runner's computation)."""
-  init, chunk, _ = reinforce.make_train(config)
-  state = jax.jit(jax.vmap(init))(runner.seed_keys(seed, seeds))
-  chunk_fn = jax.jit(jax.vmap(chunk, axis_name=runner.SEED_AXIS))
+  train = reinforce.make_train(config)
+  placement = runner.SeedPlacement(seeds, seed, "vmap")
+  state = placement.jit(train.init)(placement.keys(), None)
+  chunk_fn = placement.jit(train.chunk)
   for _ in range(chunks):
-    state, _ = chunk_fn(state)
+    state, _ = chunk_fn(state, None)
   return state
 
 
@@ -78,7 +81,7 @@ def plot_compare(path: str, config, histories: dict, title: str) -> str:
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
   for ax, statistic in zip(axes, ("mean", "iqm")):
     for (name, label, _, _) in VARIANTS:
-      ret = single.curves(histories[name], "curve_return")
+      ret = report.curves(histories[name], "curve_return")
       x = np.asarray(config.curve_marks()[:ret.shape[1]], np.float64)
       runner.plots.band(ax, x, ret, label=label, statistic=statistic)
     ax.set_title(f"{'IQM' if statistic == 'iqm' else 'mean'} over seeds, 95% bootstrap CI")
@@ -99,13 +102,14 @@ def table(summaries: dict, variances: dict | None, seeds: int, target: float | N
     head += ["gradient variance tr Cov[g]", "vs total"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name, label, _, _ in VARIANTS:
-    s = summaries[name]
-    row = [label, f"{s['auc_return_mean']:.1f} ± {s['auc_return_ci95']:.1f}",
-           f"{s['auc_return_iqm']:.1f}",
-           f"{s['final_return_last100_mean']:.1f} ± {s['final_return_last100_ci95']:.1f}"]
+    auc = summaries[name]["metrics"]["auc_return"]
+    final = summaries[name]["metrics"]["final_return_last100"]
+    extra = summaries[name]["extra"]
+    row = [label, f"{auc['mean']:.1f} ± {auc['ci95_half_width']:.1f}", f"{auc['iqm']:.1f}",
+           f"{final['mean']:.1f} ± {final['ci95_half_width']:.1f}"]
     if target is not None:
-      reached = [x for x in s["steps_to_target"] if x is not None]
-      row += [f"{s['seeds_reaching_target']}/{seeds}",
+      reached = [x for x in extra["steps_to_target"] if x is not None]
+      row += [f"{extra['seeds_reaching_target']}/{seeds}",
               f"{np.median(reached):,.0f}" if reached else "-"]
     if variances:
       v = np.mean(variances[name])
@@ -121,8 +125,9 @@ def main(argv):
   if FLAGS.variance_samples == 1 or FLAGS.variance_samples < 0:
     raise runner.UserError(f"--variance_samples must be 0 (skip) or >= 2, got "
                            f"{FLAGS.variance_samples}")
-  base = single.config_from_flags()
-  target = single.target_return(base, FLAGS.target_return)
+  run_flags = cli.run_flags("reinforce_compare")
+  base = cfg.from_flags(reinforce.ReinforceConfig)
+  target = report.target_return(base, FLAGS.target_return)
   flag_values = runner.flags_dict(FLAGS)
   for k in ("variance_samples", "variance_at_chunk"):
     flag_values.pop(k, None)
@@ -130,12 +135,10 @@ def main(argv):
   for name, label, estimator, baseline in VARIANTS:
     print(f"== {label}", flush=True)
     config = dataclasses.replace(base, estimator=estimator, baseline=baseline)
-    result, summary = single.train(
-        config, seeds=FLAGS.seeds, seed=FLAGS.seed, workdir=os.path.join(FLAGS.workdir, name),
-        checkpoint_every=FLAGS.checkpoint_every,
-        flag_values=dict(flag_values, estimator=estimator, baseline=baseline), target=target,
-        name=f"reinforce[{name}]")
-    summaries[name], histories[name] = summary, result.history
+    result = cli.run(reinforce_run.make_experiment(config, target, name=f"reinforce[{name}]"),
+                     dataclasses.replace(run_flags, workdir=os.path.join(run_flags.workdir, name)),
+                     config=dict(flag_values, estimator=estimator, baseline=baseline))
+    summaries[name], histories[name] = result.results, result.history
 
   variances = None
   if FLAGS.variance_samples and 0 < FLAGS.variance_at_chunk <= base.num_chunks:

@@ -63,6 +63,24 @@ def test_idx_reader_rejects_damaged_files(tmp_path):
     idx_lib.read_idx(path)
 
 
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated_idx", "truncated_gzip"])
+def test_damaged_idx_file_is_named_by_its_full_path(tmp_path, damage):
+  write_mnist_like(str(tmp_path), splits=("t10k",), sizes=(20,))
+  path = tmp_path / "t10k-images-idx3-ubyte.gz"
+  raw = gzip.decompress(path.read_bytes())
+  if damage == "garbage":
+    path.write_bytes(gzip.compress(b"not an idx file at all"))
+  elif damage == "truncated_idx":  # a whole gzip stream of a cut IDX payload
+    path.write_bytes(gzip.compress(raw[:-100]))
+  else:  # the gzip stream itself cut short
+    path.write_bytes(path.read_bytes()[:200])
+  with pytest.raises(UserError) as info:
+    images.load_idx_dir(str(tmp_path))
+  message = str(info.value)
+  assert message.startswith(f"{path} "), message
+  assert "\n" not in message
+
 def test_idx_directory_with_both_splits(tmp_path):
   arrays = write_mnist_like(str(tmp_path))
   ds = images.load("mnist", str(tmp_path))

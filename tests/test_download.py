@@ -6,6 +6,9 @@ import http.server
 import os
 import threading
 
+import urllib.error
+import urllib.request
+
 import pytest
 
 from genrl_jax.data import download
@@ -50,7 +53,8 @@ def test_corrupt_download_is_refused_and_never_looks_complete(server, tmp_path):
   bad = _remote(root, base, "a.gz", b"payload", sha="0" * 64)
   with pytest.raises(UserError, match="corrupt"):
     download.fetch_idx("toy", str(tmp_path), files=[bad])
-  assert os.listdir(download.cache_dir("toy", str(tmp_path))) == []
+  assert not os.path.exists(download.cache_dir("toy", str(tmp_path)))
+  assert sorted(os.listdir(tmp_path)) == ["served"]  # nothing left behind
 
 
 def test_unreachable_network_raises_a_network_error(tmp_path):
@@ -71,3 +75,74 @@ def test_tfds_lists_the_mnist_files_we_would_fetch():
   if os.path.exists(shared):
     t10k = next(f for f in files if f.filename == "t10k-images-idx3-ubyte.gz")
     assert hashlib.sha256(open(shared, "rb").read()).hexdigest() == t10k.sha256
+
+
+def _tree(path):
+  """Every file and directory under ``path``, relative, with file contents."""
+  out = {}
+  for root, dirs, files in os.walk(path):
+    for d in dirs:
+      out[os.path.relpath(os.path.join(root, d), path) + "/"] = None
+    for f in files:
+      full = os.path.join(root, f)
+      out[os.path.relpath(full, path)] = open(full, "rb").read()
+  return out
+
+
+class _DroppedConnection:
+  """A response that delivers some bytes, then fails like a reset connection."""
+
+  def __init__(self, payload):
+    self._blocks = [payload]
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
+
+  def read(self, n):
+    if self._blocks:
+      return self._blocks.pop()
+    raise ConnectionResetError(104, "Connection reset by peer")
+
+
+def _failing_urlopen(url, timeout):
+  raise urllib.error.URLError(OSError(101, "Network is unreachable"))
+
+
+def test_failed_download_without_network_leaves_nothing_behind(tmp_path, monkeypatch):
+  # The reported case: a fresh home directory, no network: no empty
+  # ~/tensorflow_datasets/downloads/idx/mnist/ afterwards.
+  monkeypatch.setattr(urllib.request, "urlopen", _failing_urlopen)
+  home = tmp_path / "home"
+  home.mkdir()
+  remote = download.RemoteFile("http://example.invalid/a.gz", 4, "0" * 64, "a.gz")
+  with pytest.raises(download.NETWORK_ERRORS):
+    download.fetch_idx("mnist", str(home / "tensorflow_datasets"), files=[remote])
+  assert os.listdir(home) == []
+
+
+def test_dropped_connection_removes_its_part_file_and_keeps_what_existed(tmp_path, monkeypatch):
+  monkeypatch.setattr(urllib.request, "urlopen",
+                      lambda url, timeout: _DroppedConnection(b"half a file"))
+  root = tmp_path / "tfds"
+  (root / "downloads" / "manual").mkdir(parents=True)
+  (root / "downloads" / "manual" / "mine.bin").write_bytes(b"a user's file")
+  (root / "downloads" / "idx").mkdir()
+  before = _tree(root)
+  remote = download.RemoteFile("http://example.invalid/a.gz", 100, "0" * 64, "a.gz")
+  with pytest.raises(ConnectionResetError):
+    download.fetch_idx("mnist", str(root), files=[remote])
+  assert _tree(root) == before  # idx/ existed and stays; only idx/mnist/ and a.gz.part went
+
+
+def test_files_verified_before_a_failure_stay_cached(server, tmp_path, monkeypatch):
+  root, base = server
+  good = _remote(root, base, "a.gz", b"first file")
+  missing = download.RemoteFile(base + "b.gz", 5, "0" * 64, "b.gz")  # the server has no b.gz
+  with pytest.raises(download.NETWORK_ERRORS):
+    download.fetch_idx("toy", str(tmp_path / "tfds"), files=[good, missing])
+  cache = download.cache_dir("toy", str(tmp_path / "tfds"))
+  assert sorted(os.listdir(cache)) == ["a.gz"]
+  assert open(os.path.join(cache, "a.gz"), "rb").read() == b"first file"

@@ -179,7 +179,8 @@ _SMALL = reinforce.ReinforceConfig(env_id="CartPole-v1", max_episode_steps=30, n
 
 @pytest.fixture(scope="module")
 def small_runs():
-  init, chunk, _ = reinforce.make_train(_SMALL)
+  train = reinforce.make_train(_SMALL)
+  init, chunk = train.init, train.chunk
   traced = chex.assert_max_traces(chunk, n=1)
   many_fn = jax.jit(jax.vmap(traced, axis_name=runner.SEED_AXIS))
   keys = runner.seed_keys(5, 3)
@@ -268,7 +269,7 @@ def test_budget_is_met_and_respected(small_runs):
     (dict(num_envs=0), "--num_envs"),
     (dict(gamma=1.5), "--gamma"),
     (dict(policy_lr=0.0), "--policy_lr"),
-    (dict(hidden_sizes=(0,)), "hidden layer"),
+    (dict(hidden_sizes=(0,)), "--hidden_sizes must be positive integers"),
     (dict(num_chunks=0), "--num_chunks"),
     (dict(num_chunks=1000), "too many"),
 ])
@@ -352,8 +353,9 @@ def test_compare_experiment_end_to_end(tmp_path):
   assert [r.split(" | ")[0] for r in rows] == [
       "| total return G_0", "| reward-to-go G_t", "| reward-to-go G_t - v(s_t)"]
   for name in ("total", "reward_to_go", "reward_to_go_value"):
-    summary = json.loads((tmp_path / name / "results.json").read_text())
-    assert len(summary["auc_return"]) == 2 and summary["env_steps"][0] >= 480
+    summary = json.loads((tmp_path / name / "results.json").read_text())["metrics"]
+    assert len(summary["auc_return"]["per_seed"]) == 2
+    assert summary["env_steps"]["per_seed"][0] >= 480
     info = json.loads((tmp_path / name / "run_info.json").read_text())
     assert info["config"]["estimator"] == ("total" if name == "total" else "reward_to_go")
   variances = json.loads((tmp_path / "compare.json").read_text())["gradient_variance"]

@@ -31,11 +31,13 @@ def _run(args, env=None, timeout=300):
 def _check_outputs(workdir, seeds=2, epochs=2, manifold=True):
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
-  assert len(results["test_neg_elbo"]["per_seed"]) == seeds
-  assert results["test_nll_iwae"]["k"] == 4
+  assert results["experiment"] == "vae" and results["seeds"] == list(range(seeds))
+  metrics = results["metrics"]
+  assert len(metrics["test_neg_elbo"]["per_seed"]) == seeds
+  assert results["extra"]["iwae_k"] == 4
   # The IWAE bound is tighter than the ELBO for every seed.
-  for nll, neg_elbo in zip(results["test_nll_iwae"]["per_seed"],
-                           results["test_neg_elbo"]["per_seed"]):
+  for nll, neg_elbo in zip(metrics["test_nll_iwae"]["per_seed"],
+                           metrics["test_neg_elbo"]["per_seed"]):
     assert nll < neg_elbo
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
@@ -98,7 +100,7 @@ def test_bad_input_ends_with_one_line(tmp_path, case):
   workdir = ["--workdir", str(tmp_path / "run")]
   args, expected = {
       "seeds": (["--seeds=0"], "--seeds must be >= 1"),
-      "dataset": (["--dataset=cifar10"], "unknown --dataset='cifar10'"),
+      "dataset": (["--dataset=cifar10"], "--dataset=cifar10: value should be one of <mnist|"),
       "latent_dim": (["--latent_dim=0"], "--latent_dim must be >= 1"),
       "missing_dir": (["--data_dir=/nonexistent/mnist"], "is not a directory"),
       "corrupt_idx": ([f"--data_dir={_corrupt_dir(tmp_path)}"], "is not an IDX file"),

@@ -75,4 +75,4 @@ def test_sigkill_then_rerun_resumes_bit_identically(tmp_path):
   with open(os.path.join(reference, "results.json")) as f, \
        open(os.path.join(killed, "results.json")) as g:
     ra, rb = json.load(f), json.load(g)
-  assert ra["test_nll_iwae"]["per_seed"] == rb["test_nll_iwae"]["per_seed"]
+  assert ra["metrics"]["test_nll_iwae"]["per_seed"] == rb["metrics"]["test_nll_iwae"]["per_seed"]

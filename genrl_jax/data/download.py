@@ -6,7 +6,10 @@ fresh machine the first run downloads the same four IDX files TFDS would, from t
 the sizes and SHA-256 sums listed in the installed package (``tensorflow_datasets/url_checksums``),
 into ``<data_dir or ~/tensorflow_datasets>/downloads/idx/<name>/``. Later runs read them from there.
 Files are written to ``*.part`` and renamed only once their checksum matches, so an interrupted or
-corrupted download never looks complete.
+corrupted download never looks complete. A failed download (no network, a dropped connection, a
+bad checksum, ^C) removes what it created: its ``*.part`` file, and the cache directories it made
+that are still empty. It never removes anything that existed before, nor a file it fetched and
+verified (that one is a complete cached download, used by the next attempt).
 """
 
 from __future__ import annotations
@@ -56,17 +59,35 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
+def _missing_dirs(directory: str) -> list[str]:
+  """The directories ``os.makedirs(directory)`` would create, deepest first."""
+  missing = []
+  path = os.path.abspath(directory)
+  while not os.path.exists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
 def _fetch(remote: RemoteFile, dest: str, timeout: float) -> None:
   part = dest + ".part"
   start = time.perf_counter()
-  with urllib.request.urlopen(remote.url, timeout=timeout) as response, open(part, "wb") as out:
-    done = 0
-    while True:
-      block = response.read(1 << 16)
-      if not block:
-        break
-      out.write(block)
-      done += len(block)
+  try:
+    with urllib.request.urlopen(remote.url, timeout=timeout) as response, open(part, "wb") as out:
+      done = 0
+      while True:
+        block = response.read(1 << 16)
+        if not block:
+          break
+        out.write(block)
+        done += len(block)
+  except BaseException:
+    if os.path.exists(part):
+      os.remove(part)
+    raise
   if done != remote.size or _sha256(part) != remote.sha256:
     os.remove(part)
     raise UserError(f"download of {remote.url} is corrupt ({done} bytes, expected {remote.size} "
@@ -91,13 +112,22 @@ def fetch_idx(name: str, data_dir: str | None = None, files: list[RemoteFile] | 
   """
   files = tfds_checksums(name) if files is None else files
   directory = cache_dir(name, data_dir)
+  created = _missing_dirs(directory)
   os.makedirs(directory, exist_ok=True)
-  for remote in files:
-    dest = os.path.join(directory, remote.filename)
-    if (os.path.exists(dest) and os.path.getsize(dest) == remote.size
-        and _sha256(dest) == remote.sha256):
-      continue
-    _fetch(remote, dest, timeout)
+  try:
+    for remote in files:
+      dest = os.path.join(directory, remote.filename)
+      if (os.path.exists(dest) and os.path.getsize(dest) == remote.size
+          and _sha256(dest) == remote.sha256):
+        continue
+      _fetch(remote, dest, timeout)
+  except BaseException:
+    for path in created:  # deepest first; rmdir removes only an empty directory
+      try:
+        os.rmdir(path)
+      except OSError:
+        break
+    raise
   return directory
 
 

@@ -7,7 +7,6 @@ number of dimensions n, n big-endian uint32 sizes, then the data in C order, big
 from __future__ import annotations
 
 import gzip
-import os
 
 import numpy as np
 
@@ -48,7 +47,10 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
 
 
 def read_idx(path: str) -> np.ndarray:
-  """Reads an IDX file; ``.gz`` files (or any file with the gzip magic) are decompressed."""
+  """Reads an IDX file; ``.gz`` files (or any file with the gzip magic) are decompressed.
+
+  Every ``IDXError`` names the file by the path it was given (a damaged gzip stream and a bad IDX
+  payload alike), so the one-line error says which file to replace."""
   with open(path, "rb") as f:
     raw = f.read()
   if raw[:2] == b"\x1f\x8b":
@@ -56,4 +58,4 @@ def read_idx(path: str) -> np.ndarray:
       raw = gzip.decompress(raw)
     except (OSError, EOFError) as e:
       raise IDXError(f"{path} is a damaged gzip file ({e})") from e
-  return parse_idx(raw, os.path.basename(path))
+  return parse_idx(raw, path)

@@ -24,6 +24,7 @@ import numpy as np
 
 from genrl_jax.data import download
 from genrl_jax.data import idx as idx_lib
+from genrl_jax.run import config as cfg
 from genrl_jax.run.errors import UserError
 
 DATASETS = ("mnist", "fashion_mnist")
@@ -248,3 +249,21 @@ def device_arrays(dataset: ImageDataset, binarize: str) -> dict[str, jax.Array]:
     train = binarize_static(train, BINARIZE_SEED)
   flat = lambda a: jnp.asarray(a.reshape(a.shape[0], -1))
   return {"train": flat(train), "test": flat(test)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Which image data set an experiment trains on, and where it comes from (its flags)."""
+  dataset: str = cfg.field("mnist", f"tensorflow-datasets name: {', '.join(DATASETS)}.",
+                           choices=DATASETS)
+  data_dir: str | None = cfg.field(
+      None, "Offline data: a prepared tensorflow-datasets directory, or a directory of raw IDX "
+      "files (train-/t10k-images-idx3-ubyte[.gz], labels optional; auto-detected). Unset: a "
+      "prepared copy in tensorflow-datasets' default directory, else the IDX files downloaded "
+      "once into ~/tensorflow_datasets/downloads/idx/<dataset>/.")
+  test_fraction: float = cfg.field(0.2, "Only when --data_dir holds a single IDX split (e.g. "
+                                   "only the t10k files): the fraction held out as the test set "
+                                   "(fixed split).", check=cfg.open_unit_interval)
+
+  def load(self) -> ImageDataset:
+    return load(self.dataset, self.data_dir, self.test_fraction)

@@ -23,6 +23,8 @@ import optax
 from genrl_jax import losses
 from genrl_jax.data import images as images_lib
 from genrl_jax.models import vae as vae_models
+from genrl_jax.run import config as cfg
+from genrl_jax.run.runner import Train
 
 Array = chex.Array
 Params = Any
@@ -33,33 +35,42 @@ _INV_255 = 1.0 / 255.0
 class VAEConfig:
   """Model, objective and optimisation settings (the canonical MNIST VAE by default).
 
-  Attributes:
-    latent_dim: D.
-    hidden: hidden-layer widths of the encoder (the decoder mirrors them).
-    arch: "mlp" or "conv".
-    image_shape: (H, W, C).
-    num_samples: J, reparameterized samples per example in the training ELBO.
-    prior_std: sigma_p of the prior p(z) = N(0, sigma_p^2 I).
-    binarize: "dynamic" (fresh Bernoulli draw per batch), "static" or "none" (grayscale targets);
-      the data arrays must have been prepared with the same scheme (``images.device_arrays``).
-    learning_rate: Adam step size.
-    batch_size: examples per update; the last partial batch of an epoch is dropped.
-    eval_batch_size: test examples per evaluation batch.
-    eval_iw_samples: k of the IWAE bound used as the test NLL estimate.
-    eval_iw_rows: test examples x k samples decoded at once in the IWAE evaluation (memory cap).
+  Each field is declared once, with its flag's help text and check (``genrl_jax.run.config``);
+  ``experiments.vae``'s flags are generated from it. Fields with ``flag=None`` are set by code
+  (the image shape comes from the data; the evaluation batch sizes are memory caps).
   """
-  latent_dim: int = 20
-  hidden: tuple[int, ...] = (400,)
-  arch: str = "mlp"
-  image_shape: tuple[int, int, int] = (28, 28, 1)
-  num_samples: int = 1
-  prior_std: float = 1.0
-  binarize: str = "dynamic"
-  learning_rate: float = 1e-3
-  batch_size: int = 128
-  eval_batch_size: int = 1000
-  eval_iw_samples: int = 100
-  eval_iw_rows: int = 5000
+  latent_dim: int = cfg.field(20, "Dimension D of the latent z (2 also draws the manifold).",
+                              check=cfg.at_least_one)
+  hidden: tuple[int, ...] = cfg.field(
+      (400,), "Hidden layer widths of the encoder, comma-separated; the decoder mirrors them "
+      "(mlp: 784-400-20 by default; conv: width of the dense layer after the convolutions).",
+      check=cfg.nonempty_positive_sizes)
+  arch: str = cfg.field("mlp", "Encoder/decoder: 'mlp' (ReLU MLP) or 'conv' (two 4x4 stride-2 "
+                        "convolutions, mirrored by transposed convolutions).",
+                        choices=vae_models.ARCHS)
+  image_shape: tuple[int, int, int] = cfg.field((28, 28, 1), "(H, W, C), from the data.",
+                                                flag=None)
+  num_samples: int = cfg.field(1, "J: reparameterized z samples per example in the training "
+                               "ELBO (K&W 2013 eq. 10 with the closed-form KL).",
+                               check=cfg.at_least_one)
+  prior_std: float = cfg.field(1.0, "Standard deviation s of the prior p(z) = N(0, s^2 I).",
+                               check=cfg.positive, sweepable=True)
+  binarize: str = cfg.field(
+      "dynamic", "Pixel targets: 'dynamic' = fresh Bernoulli(intensity) draw of every training "
+      "batch (the test set is binarized once); 'static' = one fixed draw of the whole data set; "
+      "'none' = grayscale intensities in [0, 1] as Bernoulli targets (the PyTorch VAE "
+      "example's BCE).", choices=images_lib.BINARIZE)
+  learning_rate: float = cfg.field(1e-3, "Adam step size.", check=cfg.positive, sweepable=True)
+  batch_size: int = cfg.field(128, "Examples per Adam step; an epoch drops the last partial "
+                              "batch of its fresh permutation.", check=cfg.at_least_one)
+  epochs: int = cfg.field(10, "Passes over the training set (one checkpointable chunk each).",
+                          check=cfg.at_least_one)
+  eval_batch_size: int = cfg.field(1000, "Test examples per evaluation batch.", flag=None)
+  eval_iw_samples: int = cfg.field(100, "k of the importance-weighted bound (Burda et al. "
+                                   "2015) used for the final test NLL estimate, batched over "
+                                   "test examples.", check=cfg.at_least_one)
+  eval_iw_rows: int = cfg.field(5000, "Test examples x k samples decoded at once in the IWAE "
+                                "evaluation (memory cap).", flag=None)
 
   @property
   def prior_log_var(self) -> float:
@@ -261,16 +272,13 @@ def compiler_options() -> dict[str, Any] | None:
   return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
 
-class VAETrain(NamedTuple):
-  """The runner's pair plus what the entry point needs for evaluation and figures."""
-  init: Callable[[jax.Array, dict], VAEState]
-  chunk: Callable[[VAEState, dict], tuple[VAEState, dict[str, Array]]]
-  evaluate: Callable[[VAEState, dict], dict[str, Array]]
+class VAEParts(NamedTuple):
+  """What figures and benchmarks need besides the state (``runner.Train.static``)."""
   model: vae_models.VAE
   optimizer: optax.GradientTransformation
 
 
-def make_train(config: VAEConfig) -> VAETrain:
+def make_train(config: VAEConfig) -> Train:
   """Assembles init(key, data) -> state, chunk(state, data) -> (state, metrics) (one epoch) and
   evaluate(state, data) -> {test_neg_elbo, test_nll}; data = {"train": [N, P], "test": [M, P]} uint8.
   """
@@ -296,4 +304,15 @@ def make_train(config: VAEConfig) -> VAETrain:
     return {"test_neg_elbo": evaluate_neg_elbo(state.params, model, elbo_key, data["test"], config),
             "test_nll": evaluate_nll(state.params, model, nll_key, data["test"], config)}
 
-  return VAETrain(init=init, chunk=chunk, evaluate=evaluate, model=model, optimizer=optimizer)
+  return Train(init=init, chunk=chunk, evaluate=evaluate, static=VAEParts(model, optimizer))
+
+
+def evaluation_cost(config: VAEConfig, num_train: int, num_test: int) -> float:
+  """The final evaluation's cost in epochs (for the estimate printed before it).
+
+  An epoch: N_train examples x (forward + backward ~ 3 passes of encoder and decoder) plus the
+  test -ELBO (one pass over M); the evaluation: a -ELBO pass over M plus M x k decoder passes
+  (the decoder is about half of one pass).
+  """
+  epoch = 3.0 * num_batches(num_train, config.batch_size) * config.batch_size + num_test
+  return (num_test + 0.5 * num_test * config.eval_iw_samples) / max(epoch, 1.0)

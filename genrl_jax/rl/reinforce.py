@@ -23,12 +23,12 @@ Env steps: ``env_steps`` counts real environment steps (the sum of episode lengt
 steps after an episode ended are simulated but never counted, neither in the budget
 ``total_env_steps`` nor in the throughput. The rollout loop stops once every episode of the batch
 (of every seed, when the seeds' vmap axis is named) has ended, and the gradient is accumulated
-over 64-step row blocks only as far as that, so padding costs little.
+over 64-step row blocks only as far as that, so padding costs little (``blockwise``).
 
 Chunks: the budget is cut into ``num_chunks`` equal intervals of env steps (or of updates, with
 ``total_updates``); a chunk runs updates (a ``lax.while_loop``) until the seed's counter reaches
 the chunk's end, so every seed's chunk k ends at the same x on an env-steps axis (overshooting by
-less than one update) and the run ends at the budget.
+less than one update) and the run ends at the budget: the shared loop ``budget.run_until``.
 
 ``make_train`` assembles ``init(key, data) -> State`` and ``chunk(State, data) -> (State,
 metrics)`` for ``genrl_jax.run``.
@@ -42,65 +42,77 @@ from typing import Any
 
 import chex
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 import optax
 from flax import struct
 
 from genrl_jax import losses
 from genrl_jax.models import policies
-from genrl_jax.rl import rollout
+from genrl_jax.rl import blockwise, budget, diagnostics, rollout
 from genrl_jax.run import SEED_AXIS, UserError
+from genrl_jax.run import config as cfg
+from genrl_jax.run.runner import Train
 
 Array = chex.Array
 ESTIMATORS = ("total", "reward_to_go")
 BASELINES = ("none", "mean", "value")
-RECENT_EPISODES = 100  # window of the "average return over the last 100 episodes"
+RECENT_EPISODES = budget.RECENT_EPISODES  # the "last 100 episodes" window
 BLOCK_STEPS = 64       # time steps per slice of the blockwise loss/gradient loop
 
 
 @dataclasses.dataclass(frozen=True)
 class ReinforceConfig:
-  """Hyperparameters of one REINFORCE run (one seed; the runner vmaps seeds).
+  """Hyperparameters of one REINFORCE run (one seed; the runner runs the seeds side by side).
 
-  Attributes:
-    env_id: gymnax environment id with a discrete action space.
-    max_episode_steps: episode-length limit (truncation); 0 keeps the environment's own.
-    num_envs: episodes per update (N), played in parallel.
-    gamma: discount factor.
-    estimator: "total" (G_0 of the episode for every step) or "reward_to_go" (G_t).
-    baseline: "none", "mean" (batch mean of the returns) or "value" (learned v(s)).
-    normalize_advantages: standardize G - b over the batch's real steps.
-    policy_lr, value_lr: Adam learning rates.
-    hidden_sizes, value_hidden_sizes: MLP widths of the policy and value networks.
-    activation: "tanh", "relu" or "elu".
-    entropy_coef: weight of the entropy bonus (0 = plain REINFORCE).
-    max_grad_norm: clip each network's gradient to this global norm (0 = off).
-    total_env_steps: budget of real env steps per seed.
-    total_updates: if > 0, the budget is this many updates instead (total_env_steps ignored).
-    num_chunks: the budget is run in this many equal chunks (progress line, metrics and
-      checkpoint after each). Seeds wait for each other at chunk ends (the extra updates of a
-      seed that is done are discarded): fewer chunks waste less.
-    points_per_chunk: points of the learning curve recorded inside each chunk.
+  Each field is declared once, with its flag's help text and check (``genrl_jax.run.config``);
+  ``experiments.reinforce``'s flags are generated from it (``env_id`` is ``--env``).
   """
-  env_id: str = "CartPole-v1"
-  max_episode_steps: int = 0
-  num_envs: int = 16
-  gamma: float = 0.99
-  estimator: str = "reward_to_go"
-  baseline: str = "value"
-  normalize_advantages: bool = False
-  policy_lr: float = 1e-2
-  value_lr: float = 1e-1
-  hidden_sizes: tuple[int, ...] = (32,)
-  value_hidden_sizes: tuple[int, ...] = (32,)
-  activation: str = "tanh"
-  entropy_coef: float = 0.0
-  max_grad_norm: float = 0.0
-  total_env_steps: int = 1_000_000
-  total_updates: int = 0
-  num_chunks: int = 10
-  points_per_chunk: int = 10
+  env_id: str = cfg.field("CartPole-v1", "gymnax environment id with a discrete action space "
+                          "(CartPole-v1, Acrobot-v1, MountainCar-v0, Catch-bsuite, "
+                          "BernoulliBandit-misc, ...).", flag="env")
+  max_episode_steps: int = cfg.field(0, "Episode-length limit (a truncation, bootstrapped by the "
+                                     "value network when there is one); 0 keeps the "
+                                     "environment's own limit.", check=cfg.at_least(0))
+  num_envs: int = cfg.field(16, "Episodes per update, played in parallel (N).",
+                            check=cfg.at_least_one)
+  gamma: float = cfg.field(0.99, "Discount factor of the returns.", check=cfg.unit_interval)
+  estimator: str = cfg.field("reward_to_go", "Weight of grad log pi(a_t|s_t): 'total' = the "
+                             "episode's whole return G_0 (Williams 1992), 'reward_to_go' = G_t, "
+                             "the return from step t on.", choices=ESTIMATORS)
+  baseline: str = cfg.field("value", "Subtracted from the return: 'none'; 'mean' = the batch "
+                            "mean of the returns; 'value' = a learned state value v(s_t), "
+                            "regressed on the returns.", choices=BASELINES)
+  normalize_advantages: bool = cfg.field(False, "Standardize G - b over the batch's real steps "
+                                         "(zero mean, unit std).")
+  policy_lr: float = cfg.field(1e-2, "Adam learning rate of the policy.", check=cfg.positive,
+                               sweepable=True)
+  value_lr: float = cfg.field(1e-1, "Adam learning rate of the value network (used with "
+                              "--baseline=value).", check=cfg.positive, sweepable=True)
+  hidden_sizes: tuple[int, ...] = cfg.field((32,), "Hidden layer widths of the policy MLP, "
+                                            "comma-separated ('' = linear).",
+                                            check=cfg.positive_sizes)
+  value_hidden_sizes: tuple[int, ...] = cfg.field((32,), "Hidden layer widths of the value MLP, "
+                                                  "comma-separated.", check=cfg.positive_sizes)
+  activation: str = cfg.field("tanh", "Hidden-layer nonlinearity of both networks.",
+                              choices=tuple(policies.ACTIVATIONS))
+  entropy_coef: float = cfg.field(0.0, "Weight of the policy-entropy bonus in the policy loss "
+                                  "(0 = plain REINFORCE).", check=cfg.non_negative,
+                                  sweepable=True)
+  max_grad_norm: float = cfg.field(0.0, "Clip each network's gradient to this global norm "
+                                   "before Adam (0 = off).", check=cfg.non_negative)
+  total_env_steps: int = cfg.field(1_000_000, "Budget per seed in real env steps (padding after "
+                                   "an episode ended is not counted). Training stops at the "
+                                   "first update that reaches it.", check=cfg.at_least_one)
+  total_updates: int = cfg.field(0, "If > 0, the budget is this many updates instead of "
+                                 "--total_env_steps.", check=cfg.at_least(0))
+  num_chunks: int = cfg.field(10, "The budget is run in this many equal chunks; after each: a "
+                              "progress line, metrics.jsonl lines, and a checkpoint every "
+                              "--checkpoint_every chunks. Seeds wait for the slowest at each "
+                              "chunk end, so fewer chunks waste less.")
+  points_per_chunk: int = cfg.field(10, "Learning-curve points recorded inside each chunk "
+                                    "(return of the update that reaches each mark), for "
+                                    "return.png and the area under the curve.",
+                                    check=cfg.at_least_one)
 
   @property
   def budget(self) -> int:
@@ -121,34 +133,13 @@ class ReinforceConfig:
 
   def validate(self) -> None:
     """Raises UserError naming the first bad field and its valid range."""
-    if self.estimator not in ESTIMATORS:
-      raise UserError(f"--estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-    if self.baseline not in BASELINES:
-      raise UserError(f"--baseline must be one of {BASELINES}, got {self.baseline!r}")
-    if self.activation not in policies.ACTIVATIONS:
-      raise UserError(f"--activation must be one of {tuple(policies.ACTIVATIONS)}, "
-                      f"got {self.activation!r}")
-    if self.num_envs < 1:
-      raise UserError(f"--num_envs must be >= 1, got {self.num_envs}")
-    if not 0.0 <= self.gamma <= 1.0:
-      raise UserError(f"--gamma must be in [0, 1], got {self.gamma}")
-    for name in ("policy_lr", "value_lr"):
-      if getattr(self, name) <= 0:
-        raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")
-    for name in ("entropy_coef", "max_grad_norm"):
-      if getattr(self, name) < 0:
-        raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
-    if any(h < 1 for h in self.hidden_sizes + self.value_hidden_sizes):
-      raise UserError("hidden layer sizes must be positive integers, got "
-                      f"{self.hidden_sizes} and {self.value_hidden_sizes}")
-    if self.total_env_steps < 1 or self.total_updates < 0:
-      raise UserError(f"--total_env_steps must be >= 1 and --total_updates >= 0, got "
-                      f"{self.total_env_steps} and {self.total_updates}")
+    cfg.validate(self)
+
+  def check(self) -> None:
+    """The rules between fields (``cfg.validate`` calls it after the per-field checks)."""
     if self.budget >= 2**30:
       raise UserError(f"the budget {self.budget} does not fit the int32 step counter; "
                       "use fewer than 2**30 per seed")
-    if self.points_per_chunk < 1:
-      raise UserError(f"--points_per_chunk must be >= 1, got {self.points_per_chunk}")
     if not 1 <= self.num_chunks <= self.budget:
       raise UserError(f"--num_chunks must be in [1, {self.budget}] (the budget), "
                       f"got {self.num_chunks}")
@@ -313,96 +304,6 @@ def value_loss(value_params, value: policies.ValueNetwork, obs: Array, returns: 
   return jnp.sum(jax.vmap(losses.value_baseline_loss, in_axes=1)(v, returns, mask))
 
 
-def _blocks(num_rows: Array, block: int, axis_name: str | None):
-  """Number of [block]-row slices covering ``num_rows`` (max over the seeds' axis if bound)."""
-  n = (num_rows + block - 1) // block
-  if axis_name is not None:
-    try:
-      n = jax.lax.pmax(n, axis_name)
-    except NameError:
-      pass
-  return n
-
-
-def _slice_rows(tree, b: Array, block: int):
-  return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, b * block, block, 0), tree)
-
-
-def blockwise_values(value_params, value: policies.ValueNetwork, obs: Array, num_blocks: Array,
-                     block: int) -> Array:
-  """v(s) on the first ``num_blocks * block`` rows of [T, N, ...] observations (0 after)."""
-  out = jnp.zeros(obs.shape[:2], jnp.float32)
-
-  def body(b, out):
-    v = value.apply(value_params, _slice_rows(obs, b, block))
-    return jax.lax.dynamic_update_slice_in_dim(out, v, b * block, 0)
-
-  return jax.lax.fori_loop(0, num_blocks, body, out)
-
-
-def batch_gradients(setup: "Setup", policy_params, value_params, traj: rollout.Transition,
-                    advantages: Array | None, returns: Array, num_blocks: Array):
-  """Gradients of both losses averaged over the M real steps, accumulated over row blocks.
-
-  Rows past ``num_blocks * block`` are padding (mask 0) and contribute exactly zero, so the sum
-  over blocks equals the full-batch gradient. With ``advantages=None`` (a value baseline without
-  normalization, where A_t = G_t - v(s_t) needs no batch statistics) each block's value forward
-  serves both the advantage and the value gradient: one value pass instead of two.
-
-  Returns:
-    (policy grads, value grads, advantages [T, N], dict of the averaged loss terms).
-  """
-  block = setup.block_steps
-  cfg = setup.config
-  use_value = cfg.baseline == "value"
-  fused = advantages is None
-  if fused and not use_value:
-    raise ValueError("advantages=None needs baseline='value'")
-  adv_all = jnp.zeros_like(returns) if fused else advantages
-  rows = (traj.obs, traj.action, traj.mask, returns)
-  zeros = lambda p: jax.tree.map(jnp.zeros_like, p)
-
-  def value_fn(vp, obs, ret, mask):
-    v = setup.value.apply(vp, obs)
-    loss = jnp.sum(jax.vmap(losses.value_baseline_loss, in_axes=1)(v, ret, mask))
-    return loss, v
-
-  def body(b, acc):
-    g_pi, g_v, sums, adv_all = acc
-    obs, action, mask, ret = _slice_rows(rows, b, block)
-    if use_value:
-      (v_loss, v), gv = jax.value_and_grad(value_fn, has_aux=True)(value_params, obs, ret, mask)
-      g_v = jax.tree.map(jnp.add, g_v, gv)
-    else:
-      v_loss = jnp.zeros(())
-    if fused:
-      adv = jax.lax.stop_gradient((ret - v) * mask.astype(ret.dtype))
-      adv_all = jax.lax.dynamic_update_slice_in_dim(adv_all, adv, b * block, 0)
-    else:
-      adv = _slice_rows(adv_all, b, block)
-    (_, (surr, ent)), g = jax.value_and_grad(policy_loss, has_aux=True)(
-        policy_params, setup.policy, obs, action, adv, mask, cfg.entropy_coef)
-    g_pi = jax.tree.map(jnp.add, g_pi, g)
-    return g_pi, g_v, sums + jnp.stack([surr, ent, v_loss]), adv_all
-
-  init = (zeros(policy_params), zeros(value_params), jnp.zeros((3,), jnp.float32), adv_all)
-  g_pi, g_v, sums, adv_all = jax.lax.fori_loop(0, num_blocks, body, init)
-  num_real = jnp.maximum(jnp.sum(traj.mask.astype(jnp.float32)), 1.0)
-  scale = lambda g: jax.tree.map(lambda x: x / num_real, g)
-  sums = sums / num_real
-  return scale(g_pi), scale(g_v), adv_all, {"policy_loss": sums[0], "entropy": sums[1],
-                                            "value_loss": sums[2]}
-
-
-def _push_recent(recent: Array, count: Array, new: Array, valid: Array):
-  """Appends the valid entries of ``new`` to a chronological window (drops the oldest)."""
-  order = jnp.argsort(jnp.logical_not(valid), stable=True)   # valid entries first, in order
-  num_new = jnp.sum(valid.astype(jnp.int32))
-  combined = jnp.concatenate([recent, new[order]])           # [W + N]
-  shifted = jax.lax.dynamic_slice_in_dim(combined, num_new, recent.shape[0])
-  return shifted, jnp.minimum(count + num_new, recent.shape[0])
-
-
 def collect_and_grad(setup: "Setup", state: ReinforceState):
   """Rolls out one episode per environment and computes both gradients.
 
@@ -419,7 +320,7 @@ def collect_and_grad(setup: "Setup", state: ReinforceState):
   env_carry, traj, final_obs, steps_run = rollout.episode_rollout(
       setup.env, setup.env_params, policy_fn, key_rollout, state.env, setup.episode_limit,
       buffer_steps=setup.buffer_steps, axis_name=setup.seed_axis)
-  num_blocks = _blocks(steps_run, setup.block_steps, setup.seed_axis)
+  num_blocks = blockwise.num_blocks(steps_run, setup.block_steps, setup.seed_axis)
   mask = traj.mask.astype(jnp.float32)
   use_value = cfg.baseline == "value"
   final_value = setup.value.apply(state.value_params, final_obs) if use_value else None  # [N]
@@ -429,11 +330,11 @@ def collect_and_grad(setup: "Setup", state: ReinforceState):
   else:
     values = None
     if use_value:
-      values = blockwise_values(state.value_params, setup.value, traj.obs, num_blocks,
+      values = blockwise.blockwise_values(state.value_params, setup.value, traj.obs, num_blocks,
                                 setup.block_steps)                            # [T, N]
     adv = compute_advantages(returns, mask, cfg.baseline, values, cfg.normalize_advantages)
-  g_pi, g_v, adv, terms = batch_gradients(setup, state.policy_params, state.value_params, traj,
-                                          adv, returns, num_blocks)
+  g_pi, g_v, adv, terms = blockwise.batch_gradients(
+      setup, state.policy_params, state.value_params, traj, adv, returns, num_blocks, policy_loss)
   # Environment steps simulated, padding included (the loop ran steps_run steps for N envs).
   terms["simulated_steps"] = steps_run.astype(jnp.float32) * traj.mask.shape[1]
   return key, env_carry, traj, returns, adv, g_pi, g_v, terms
@@ -459,7 +360,7 @@ def update_step(setup: "Setup", state: ReinforceState
   ep_return = jnp.sum(traj.reward, axis=0)                                  # 0 on padding
   ep_length = jnp.sum(traj.mask.astype(jnp.float32), axis=0)
   num_ended = jnp.maximum(jnp.sum(ended.astype(jnp.float32)), 1.0)
-  recent, recent_count = _push_recent(state.recent_returns, state.recent_count, ep_return,
+  recent, recent_count = budget.push_recent(state.recent_returns, state.recent_count, ep_return,
                                       ended)
   steps = jnp.sum(traj.mask.astype(jnp.int32))
 
@@ -480,57 +381,33 @@ def update_step(setup: "Setup", state: ReinforceState
 
 def return_last100(state: ReinforceState) -> Array:
   """Mean return of the last (up to) 100 episodes that ended; 0 before the first one."""
-  filled = jnp.arange(RECENT_EPISODES) >= RECENT_EPISODES - state.recent_count
-  return jnp.sum(state.recent_returns * filled) / jnp.maximum(state.recent_count, 1)
+  return budget.recent_mean(state.recent_returns, state.recent_count)
+
+
+# Per-update metrics summed over a chunk (``budget.run_until``).
+SUM_KEYS = ("episodes", "return_sum", "length_sum", "policy_loss", "entropy", "value_loss",
+            "grad_norm", "simulated_steps")
 
 
 def run_chunk(setup: Setup, state: ReinforceState) -> tuple[ReinforceState, dict[str, Array]]:
-  """Updates until the seed's counter reaches the chunk's end; per-chunk metrics.
+  """Updates until the seed's counter reaches the chunk's end (``budget.run_until``); metrics.
 
-  Under a vmap that names ``setup.seed_axis`` the loop runs until every seed is done, and a seed
-  that is done keeps its state (its extra updates are discarded), so each seed's result does not
-  depend on the others.
+  The learning curve inside the chunk: the first update of the chunk that ends at or past each
+  of its marks records its episodes' mean return and the last-100 average.
   """
   cfg = setup.config
-  ends = jnp.asarray([cfg.chunk_end(c) for c in range(cfg.num_chunks + 1)], jnp.int32)
-  index = jnp.minimum(state.chunk, cfg.num_chunks - 1)
-  start, end = ends[index], ends[index + 1]
-  # The learning curve inside the chunk: the first update of the chunk that ends at or past each
-  # of these marks records its episodes' mean return and the last-100 average.
-  points = cfg.points_per_chunk
-  marks = start + ((end - start) * jnp.arange(1, points + 1)) // points      # [P]
+  start, end = budget.chunk_bounds(cfg.budget, cfg.num_chunks, state.chunk)
   counter = (lambda s: s.update) if cfg.total_updates > 0 else (lambda s: s.env_steps)
-  keys = ("episodes", "return_sum", "length_sum", "policy_loss", "entropy", "value_loss",
-          "grad_norm", "simulated_steps")
 
-  def cond(carry):
-    s, _ = carry
-    return rollout.any_over_axis(counter(s) < end, setup.seed_axis)
+  def curve_fn(new_s, m):
+    return {"curve_return": m["return_sum"] / jnp.maximum(m["episodes"], 1.0),
+            "curve_return_last100": return_last100(new_s),
+            "curve_env_steps": new_s.env_steps}
 
-  def body(carry):
-    s, acc = carry
-    active = counter(s) < end
-    new_s, m = update_step(setup, s)
-    crossed = active & ~acc["recorded"] & (marks <= counter(new_s))             # [P]
-    s = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_s, s)
-    acc = {k: acc[k] + jnp.where(active, m[k], 0.0) for k in keys} | {
-        "updates": acc["updates"] + active.astype(jnp.float32),
-        "grad_norm_max": jnp.maximum(acc["grad_norm_max"], jnp.where(active, m["grad_norm"],
-                                                                      0.0)),
-        "curve_return": jnp.where(crossed, m["return_sum"] / jnp.maximum(m["episodes"], 1.0),
-                                  acc["curve_return"]),
-        "curve_return_last100": jnp.where(crossed, return_last100(new_s),
-                                          acc["curve_return_last100"]),
-        "curve_env_steps": jnp.where(crossed, new_s.env_steps, acc["curve_env_steps"]),
-        "recorded": acc["recorded"] | crossed}
-    return s, acc
-
-  acc0 = {k: jnp.zeros((), jnp.float32) for k in keys + ("updates", "grad_norm_max")}
-  acc0 |= {k: jnp.zeros((points,), jnp.float32)
-           for k in ("curve_return", "curve_return_last100")}
-  acc0["curve_env_steps"] = jnp.zeros((points,), jnp.int32)
-  acc0["recorded"] = jnp.zeros((points,), bool)
-  state, acc = jax.lax.while_loop(cond, body, (state, acc0))
+  state, acc = budget.run_until(
+      functools.partial(update_step, setup), state, start=start, end=end, counter=counter,
+      points=cfg.points_per_chunk, sum_keys=SUM_KEYS, max_keys={"grad_norm_max": "grad_norm"},
+      curve_fn=curve_fn, seed_axis=setup.seed_axis)
   state = state.replace(chunk=state.chunk + 1)
   num_updates = jnp.maximum(acc["updates"], 1.0)
   num_episodes = jnp.maximum(acc["episodes"], 1.0)
@@ -560,9 +437,8 @@ def gradient_variance(config: ReinforceConfig, state: ReinforceState, key: chex.
   """Spread of the policy-gradient estimate of ``config`` at ``state``'s networks.
 
   Draws ``num_samples`` independent batches (fresh environment resets and rollouts, the same
-  policy and value parameters) and returns the total variance of the estimate, tr Cov[g] =
-  sum_i Var[g_i], and the squared norm of its mean, ||E[g]||^2: a lower tr Cov[g] at the same
-  policy is the variance reduction a baseline or reward-to-go buys (Greensmith et al. 2004).
+  policy and value parameters) and returns ``diagnostics.gradient_variance`` of the policy
+  gradient: tr Cov[g] = sum_i Var[g_i] and ||E[g]||^2 (Greensmith et al. 2004).
 
   Returns:
     (tr Cov[g], ||mean g||^2), scalars.
@@ -572,15 +448,13 @@ def gradient_variance(config: ReinforceConfig, state: ReinforceState, key: chex.
   def one(k):
     key_env, key_run = jax.random.split(k)
     env = rollout.reset(setup.env, setup.env_params, key_env, config.num_envs)
-    g = collect_and_grad(setup, state.replace(key=key_run, env=env))[5]
-    return jax.flatten_util.ravel_pytree(g)[0]
+    return collect_and_grad(setup, state.replace(key=key_run, env=env))[5]
 
-  grads = jax.jit(jax.vmap(one, axis_name="samples"))(jax.random.split(key, num_samples))
-  return jnp.sum(jnp.var(grads, axis=0, ddof=1)), jnp.sum(jnp.square(jnp.mean(grads, axis=0)))
+  return diagnostics.gradient_variance(one, key, num_samples, axis_name="samples")
 
 
-def make_train(config: ReinforceConfig, seed_axis: str | None = SEED_AXIS):
-  """Returns ``(init, chunk, setup)`` for the runner: init(key, data), chunk(state, data).
+def make_train(config: ReinforceConfig, seed_axis: str | None = SEED_AXIS) -> Train:
+  """``runner.Train`` with init(key, data), chunk(state, data) and ``static`` = the Setup.
 
   ``data`` is unused (the environment lives in the closure); pass ``None``. ``seed_axis`` names
   the vmap axis over seeds, if the caller binds one (the runner does): the rollout, gradient and
@@ -597,4 +471,4 @@ def make_train(config: ReinforceConfig, seed_axis: str | None = SEED_AXIS):
     del data
     return run_chunk(setup, state)
 
-  return init, chunk, setup
+  return Train(init=init, chunk=chunk, static=setup)

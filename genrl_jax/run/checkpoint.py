@@ -1,14 +1,21 @@
-"""The one place that talks to orbax: save, find and restore the runner's state.
+"""The one place that talks to orbax: save, find, check and restore the runner's state.
 
 State pytrees may hold typed PRNG keys; orbax stores arrays, so keys go to disk as
 ``jax.random.key_data`` and are re-wrapped from the template's key type on restore. Arrays are
 copied to host before an (asynchronous) save, so buffers donated to the next chunk cannot race
 the writer.
+
+Damaged checkpoints (a truncated array file, deleted metadata) are a normal event here, not a
+crash: ``Checkpointer.restore`` reports each unreadable step in one line, leaves it on disk
+untouched, uses the newest readable one, and the retention policy never counts or deletes it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import traceback
 
 import jax
 import numpy as np
@@ -36,14 +43,98 @@ def from_storable(stored, template):
   return jax.tree.map(restore_leaf, stored, template)
 
 
-class Checkpointer:
-  """Keeps the latest ``keep`` checkpoints of a state pytree under ``directory``."""
+# --- orbax's leftovers after a failed read -------------------------------------------------------
+# orbax runs a restore's reads as asyncio tasks on a fresh event loop and closes that loop as soon
+# as the first read fails. The reads still in flight finish later on tensorstore's threads and
+# their completion callbacks find the loop closed: each prints a ``RuntimeError: Event loop is
+# closed`` traceback through ``sys.unraisablehook``, and asyncio logs "Task exception was never
+# retrieved" for the failed reads nobody awaited. Both are noise about a failure already reported
+# in one line; the two filters below drop exactly those and pass everything else on.
 
-  def __init__(self, directory: str, keep: int = 3):
+_unreadable_dirs: set[str] = set()  # step directories found unreadable in this process
+_previous_unraisablehook = sys.unraisablehook
+
+
+def _is_closed_loop_callback(unraisable) -> bool:
+  if unraisable.exc_type is not RuntimeError or str(unraisable.exc_value) != "Event loop is closed":
+    return False
+  frames = traceback.extract_tb(unraisable.exc_traceback)
+  return bool(frames) and frames[-1].name == "_check_closed" and "asyncio" in frames[-1].filename
+
+
+def _unraisablehook(unraisable) -> None:
+  if not _is_closed_loop_callback(unraisable):
+    _previous_unraisablehook(unraisable)
+
+
+class _UnretrievedReadFilter(logging.Filter):
+  """Drops asyncio's 'Task exception was never retrieved' records about a damaged step."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    if not message.startswith("Task exception was never retrieved"):
+      return True
+    return not any(path + os.sep in message for path in _unreadable_dirs)
+
+
+def _silence_failed_read_leftovers(step_dir: str) -> None:
+  """Installs both filters (once; again if someone replaced the hook) for ``step_dir``."""
+  global _previous_unraisablehook
+  _unreadable_dirs.add(step_dir)
+  if sys.unraisablehook is not _unraisablehook:
+    _previous_unraisablehook = sys.unraisablehook
+    sys.unraisablehook = _unraisablehook
+  asyncio_logger = logging.getLogger("asyncio")
+  if not any(isinstance(f, _UnretrievedReadFilter) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_UnretrievedReadFilter())
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+class _Retention(ocp.checkpoint_managers.PreservationPolicy):
+  """orbax preservation policy: the newest ``keep`` readable steps, every step that is a multiple
+  of ``keep_every`` (None: none), and every step found unreadable (never deleted, never counted)."""
+
+  def __init__(self, keep: int, keep_every: int | None, unreadable: set[int]):
+    self.keep, self.keep_every, self.unreadable = keep, keep_every, unreadable
+
+  def should_preserve(self, checkpoints, *, context):
+    del context
+    steps = [info.step for info in checkpoints]
+    newest = set(sorted((s for s in steps if s not in self.unreadable), reverse=True)[:self.keep])
+    return [s in newest or s in self.unreadable
+            or (self.keep_every is not None and s % self.keep_every == 0) for s in steps]
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+  return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:limit]}"
+
+
+class Checkpointer:
+  """Checkpoints of a state pytree under ``directory``, one subdirectory per step.
+
+  Retention: the newest ``keep`` readable checkpoints, plus (``keep_every=K``) every checkpoint
+  whose step is a multiple of K, so a study can replay any K-th chunk later. A step that
+  ``restore`` found unreadable is left on disk untouched and does not count among the ``keep``:
+  the run keeps ``keep`` readable ones beside it. Older checkpoints are deleted only after a newer
+  one is fully written (orbax deletes them when it finalizes the new save).
+  """
+
+  def __init__(self, directory: str, keep: int = 3, keep_every: int | None = None):
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+      raise UserError(f"keep={keep!r} checkpoints: pass an integer >= 1")
+    if keep_every is not None and (isinstance(keep_every, bool) or not isinstance(keep_every, int)
+                                   or keep_every < 1):
+      raise UserError(f"--keep_every={keep_every!r}: pass an integer >= 1, or leave it unset")
     self.directory = os.path.abspath(directory)
+    self.keep, self.keep_every = keep, keep_every
+    self._unreadable: set[int] = set()
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=ocp.checkpoint_managers.LatestN(n=keep), create=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+        preservation_policy=_Retention(keep, keep_every, self._unreadable), create=True)
+    # One unnamed item, fixed here: left open, orbax infers it from the first step it reads,
+    # and a damaged step without its item directory would make every other step unreadable.
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_handlers=ocp.StandardCheckpointHandler())
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -51,29 +142,77 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def unreadable_steps(self) -> list[int]:
+    """Steps ``restore`` found unreadable (kept on disk, outside the retention count)."""
+    return sorted(self._unreadable)
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
   def save(self, step: int, state) -> None:
+    """Starts an asynchronous save of ``state`` as ``step``. A step found unreadable is not
+    overwritten (it stays as it is, already reported); the run simply has no checkpoint there."""
+    if step in self._unreadable:
+      return
     self._manager.save(step, args=ocp.args.StandardSave(to_storable(state)))
+
+  def _read(self, step: int, abstract):
+    """orbax's restore of one step, or the exception that made it unreadable."""
+    try:
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract)), None
+    except Exception as e:  # noqa: BLE001 -- any failure means this step is unusable.
+      _silence_failed_read_leftovers(self.step_dir(step))
+      return None, e
+
+  def _mark_unreadable(self, step: int, error: BaseException) -> None:
+    self._unreadable.add(step)
+    print(f"warning: checkpoint step {step} is unreadable, left untouched in {self.step_dir(step)} "
+          f"and not counted among the {self.keep} kept ({_first_line(error, 160)})", flush=True)
 
   def restore(self, template) -> tuple[object, int]:
     """Restores the newest readable checkpoint into ``template``'s structure: (state, step).
 
-    A checkpoint that cannot be read (truncated file, wrong structure) is left on disk untouched
-    and the next older one is tried; if none can be read, one clear error.
+    Each unreadable step (truncated file, missing metadata, wrong structure) gives one warning
+    line and is left on disk untouched. The older steps that retention would count or delete are
+    read too, so that a damaged one among them is neither counted as kept nor deleted. If no step
+    can be read: one ``UserError``.
     """
     target = to_storable(template)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), target)
-    failures = []
+    restored = None
+    readable = 0
     for step in reversed(self.all_steps()):
-      try:
-        stored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        return from_storable(stored, template), step
-      except Exception as e:  # noqa: BLE001 -- any failure means this step is unusable.
-        failures.append(f"step {step}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-        print(f"warning: checkpoint step {step} in {self.directory} is unreadable "
-              f"({failures[-1]}); trying an older one", flush=True)
-    raise UserError(
-        f"no readable checkpoint in {self.directory} ({'; '.join(failures)}); move that directory "
-        "away or pass a new --workdir to start afresh")
+      multiple = self.keep_every is not None and step % self.keep_every == 0
+      if restored is not None and readable >= self.keep and multiple:
+        continue  # kept by keep_every whatever its state, and outside the newest-`keep` count.
+      stored, error = self._read(step, abstract)
+      if error is not None:
+        self._mark_unreadable(step, error)
+        continue
+      readable += 1
+      if restored is None:
+        restored = (from_storable(stored, template), step)
+    if restored is None:
+      damaged = ", ".join(str(s) for s in sorted(self._unreadable, reverse=True))
+      why = f"steps {damaged} are unreadable, see the warnings above" if damaged else "none saved"
+      raise UserError(f"no readable checkpoint in {self.directory} ({why}); nothing was deleted: "
+                      "move that directory away or pass a new --workdir to start afresh")
+    return restored
+
+  def restore_step(self, template, step: int):
+    """Restores checkpoint ``step`` exactly (for replay); one ``UserError`` if it is missing or
+    unreadable, naming the steps that exist."""
+    if step not in self.all_steps():
+      raise UserError(f"no checkpoint of step {step} in {self.directory}; it holds steps "
+                      f"{', '.join(map(str, self.all_steps())) or 'none'} (keep more with "
+                      "--keep_every)")
+    target = to_storable(template)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), target)
+    stored, error = self._read(step, abstract)
+    if error is not None:
+      raise UserError(f"checkpoint step {step} in {self.step_dir(step)} is unreadable "
+                      f"({_first_line(error, 160)}); pick another --step")
+    return from_storable(stored, template)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -1,14 +1,93 @@
-"""Entry-point wrapper: absl flags, and a UserError becomes one line on stderr (exit 2)."""
+"""Entry points: the run-level flags (declared once), absl, and bad input as one line.
+
+Every experiment's main is ``cli_main(main)``; inside, ``run_flags(name)`` reads and checks the
+run-level flags (``--seeds --seed --workdir --checkpoint_every --keep_checkpoints --keep_every
+--seed_loop``, declared once by ``define_run_flags``) before anything slow starts, and
+``run(experiment, run_flags)`` hands the experiment to the runner with them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shlex
 import sys
 from typing import Callable
 
 from absl import app, flags, logging
 
 from genrl_jax.run import devices
-from genrl_jax.run.errors import UserError
+from genrl_jax.run.errors import Interrupted, UserError
+
+FLAGS = flags.FLAGS
+
+
+def define_run_flags(*, workdir: str, seeds: int = 1, seed_loop: str = "vmap",
+                     chunk_label: str = "chunk") -> None:
+  """Declares the flags every experiment run takes (with this experiment's defaults)."""
+  flags.DEFINE_integer("seeds", seeds, "Number of seeds trained side by side in one program "
+                       "(see --seed_loop).")
+  flags.DEFINE_integer("seed", 0, "First seed; seed i of the run uses jax.random.key(seed + i).")
+  flags.DEFINE_string("workdir", workdir, "Where metrics, checkpoints, results and figures go; "
+                      "rerunning with the same flags resumes from the latest checkpoint here.")
+  flags.DEFINE_integer("checkpoint_every", 1, f"Checkpoint every this many {chunk_label}s (and "
+                       "the last).")
+  flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest readable checkpoints to "
+                       "keep.")
+  flags.DEFINE_integer("keep_every", 0, f"Also keep every checkpoint whose {chunk_label} is a "
+                       "multiple of this, for later replay (0 = off).")
+  flags.DEFINE_enum("seed_loop", seed_loop, list(devices.SEED_LOOPS),
+                    "How each device runs its seeds: 'vmap' batches them into every op (what a "
+                    "GPU or TPU needs), 'map' runs them one after another with unbatched ops "
+                    "(faster on a CPU: plain matmuls, each seed's parameters stay in cache), "
+                    "'auto' = map on CPU, vmap otherwise. Same results up to float rounding; "
+                    "may change on resume.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFlags:
+  """The run-level flags, checked."""
+  seeds: int
+  seed: int
+  workdir: str
+  checkpoint_every: int
+  keep_checkpoints: int
+  keep_every: int
+  seed_loop: str
+
+
+def run_flags(experiment: str, flag_values=FLAGS) -> RunFlags:
+  """The run-level flags, checked — the workdir included — before any data is loaded."""
+  from genrl_jax.run import runner  # noqa: PLC0415 (runner imports jax; cli stays light)
+  f = RunFlags(**{k.name: flag_values[k.name].value for k in dataclasses.fields(RunFlags)})
+  for name, low in (("seeds", 1), ("checkpoint_every", 1), ("keep_checkpoints", 1),
+                    ("keep_every", 0)):
+    if getattr(f, name) < low:
+      raise UserError(f"--{name} must be >= {low}, got {getattr(f, name)}")
+  runner.check_workdir(f.workdir)
+  saved = runner.read_run_info(f.workdir)
+  if saved is not None and saved.get("experiment") not in (None, experiment):
+    raise UserError(f"{f.workdir} holds a {saved['experiment']!r} run, not a {experiment!r} "
+                    f"one; pass another --workdir (e.g. runs/{experiment})")
+  return f
+
+
+def run(experiment, rf: RunFlags, flag_values=FLAGS, config: dict | None = None, **kwargs):
+  """``runner.run`` with the run-level flags; ``config`` (default: every flag of the program)
+  is saved in run_info.json and compared on resume."""
+  from genrl_jax.run import runner  # noqa: PLC0415
+  return runner.run(experiment, seeds=rf.seeds, seed=rf.seed, workdir=rf.workdir,
+                    checkpoint_every=rf.checkpoint_every, keep_checkpoints=rf.keep_checkpoints,
+                    keep_every=rf.keep_every or None, seed_loop=rf.seed_loop,
+                    config=flags_dict(flag_values) if config is None else config, **kwargs)
+
+
+def resume_command() -> str:
+  """The command line that resumes this run: the same program with the same flags."""
+  import __main__  # noqa: PLC0415
+  spec = getattr(__main__, "__spec__", None)
+  program = ["python", "-m", spec.name] if spec is not None and spec.name else ["python", sys.argv[0]]
+  return shlex.join(program + sys.argv[1:])
 
 
 def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = False) -> None:
@@ -22,6 +101,10 @@ def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = F
   """
   if host_device_per_core:
     devices.host_device_per_core()
+  # Progress lines reach a log file or pipe as they are printed, not when a buffer fills.
+  for stream in (sys.stdout, sys.stderr):
+    if hasattr(stream, "reconfigure"):
+      stream.reconfigure(line_buffering=True)
 
   def wrapped(argv):
     # Library INFO logs (orbax writes a dozen lines per checkpoint) would bury the progress
@@ -33,6 +116,9 @@ def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = F
         raise UserError(f"unexpected arguments {' '.join(argv[1:])!r}; options are given as "
                         "--name=value (see --helpfull)")
       return main(argv)
+    except Interrupted as e:
+      print(f"{e}; resume with: {resume_command()}", flush=True)
+      sys.exit(0)
     except UserError as e:
       _exit_with_error(str(e))
 

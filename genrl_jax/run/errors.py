@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class TrainingDiverged(UserError):
   """A non-finite training metric: names the seed and the chunk; the last good checkpoint is kept."""
+
+
+class Interrupted(UserError):
+  """The run stopped cleanly on SIGINT/SIGTERM after a checkpoint; the entry point exits 0."""

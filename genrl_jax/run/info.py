@@ -55,7 +55,7 @@ def collect(name: str, config: dict | None, seed: int, seeds: int) -> dict:
 
 
 def write(path: str, name: str, config: dict | None, seed: int, seeds: int,
-          resumed_from: int = 0) -> None:
+          resumed_from: int = 0, placement: str | None = None) -> None:
   """Writes (or, on resume, extends) run_info.json; earlier sessions are kept under 'sessions'."""
   now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   info = collect(name, config, seed, seeds)
@@ -67,7 +67,7 @@ def write(path: str, name: str, config: dict | None, seed: int, seeds: int,
     except (OSError, json.JSONDecodeError):
       sessions = []
   sessions.append({"started": now, "resumed_from": resumed_from, "git": info["git"],
-                   "devices": info["devices"]})
+                   "devices": info["devices"], "placement": placement})
   info["sessions"] = sessions
   tmp = path + ".tmp"
   with open(tmp, "w") as f:

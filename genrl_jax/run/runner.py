@@ -25,6 +25,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -35,13 +36,34 @@ import numpy as np
 from genrl_jax.run import devices as devices_lib
 from genrl_jax.run import stats
 from genrl_jax.run.checkpoint import Checkpointer
-from genrl_jax.run.errors import TrainingDiverged, UserError
+from genrl_jax.run.errors import Interrupted, TrainingDiverged, UserError
 from genrl_jax.run import info as run_info_lib
+from genrl_jax.run.placement import SeedPlacement, seed_keys
+from genrl_jax.run.tensorboard import TensorBoardLog
 
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run_info.json"
 CHECKPOINT_DIR = "checkpoints"
+RESULTS_FILE = "results.json"
+# Run-level flags that may differ on resume (the seed loop may change rounding, see WORKSPACE.md).
+RUN_FLAGS_MAY_CHANGE = ("checkpoint_every", "keep_checkpoints", "keep_every", "seed_loop")
 SEED_AXIS = devices_lib.SEED_AXIS  # the name of the vmapped seed axis inside init and chunk
+
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+  """What every ``make_train(config)`` returns: the runner's pure per-seed functions.
+
+  Attributes:
+    init: (key, data) -> state.
+    chunk: (state, data) -> (state, metrics).
+    evaluate: (state, data) -> {name: scalar}, or None: the experiment's evaluation.
+    static: what figures and reports need besides the state (model, setup, ...).
+  """
+  init: Callable[[jax.Array, Any], Any]
+  chunk: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
+  evaluate: Callable[[Any, Any], dict[str, jax.Array]] | None = None
+  static: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,21 +71,31 @@ class Experiment:
   """What the runner needs to know about an experiment.
 
   Attributes:
-    name: short name, used in logs.
+    name: short name, used in logs, run_info.json and results.json.
     init: (key, data) -> state, for one seed.
     chunk: (state, data) -> (state, metrics), for one seed; metrics is a dict of scalars (or small
       arrays, e.g. one value per update in the chunk).
     num_chunks: how many chunks make the whole run.
     data: pytree of device arrays shared by every seed (passed as an argument, never closed
       over, so it is not baked into the compiled program as a constant).
+    evaluate: (state, data) -> {name: scalar} for one seed, jitted over the seeds like the chunk:
+      run once at the end (``RunResult.final``) and, with ``evaluate_every=K``, after every K-th
+      chunk (its values join that chunk's metrics as ``eval_<name>``).
+    evaluate_every: see ``evaluate``; 0 = only at the end.
+    evaluate_cost: the final evaluation's cost in chunks, for the estimate printed before it.
+    summarize: (RunResult) -> (per-seed metrics {name: [n_seeds]}, extra {...}) for results.json;
+      default: the final evaluation's values, no extra.
+    after_chunk: (ChunkEnd) -> None, after every chunk's metrics and checkpoint (and once with
+      ``done=0`` before the first chunk of a fresh run), e.g. sample grids at chosen chunks.
+    figures: (RunResult, out_dir) -> [paths], after results.json (replay calls it too).
     chunk_label: what a chunk is called in the progress line ("epoch", "update").
     progress: (metric key, label) pairs shown as mean ± 95 % CI over seeds.
     finite_key: the metric whose NaN/Inf stops the run.
     units_per_chunk: work units per chunk per seed (examples, env steps) for the throughput.
     units_label: their label in the progress line, e.g. "ex/s".
     resume_may_change: config keys that may differ when resuming (e.g. the number of epochs).
-    compiler_options: XLA options for the init and chunk compilations (``jax.jit``'s
-      ``compiler_options``), e.g. a lower LLVM optimization level on CPU for faster compiles.
+    compiler_options: XLA options for the compilations (``jax.jit``'s ``compiler_options``),
+      e.g. a lower LLVM optimization level on CPU for faster compiles.
     seed_loop: how each device runs its seeds: "vmap" (batched; SEED_AXIS bound for
       collectives), "map" (one after another) or "auto" (map on CPU, vmap on accelerators);
       see ``devices.over_seeds``. Only "vmap" allows collectives over SEED_AXIS.
@@ -73,6 +105,12 @@ class Experiment:
   chunk: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
   num_chunks: int
   data: Any = None
+  evaluate: Callable[[Any, Any], dict[str, jax.Array]] | None = None
+  evaluate_every: int = 0
+  evaluate_cost: float | None = None
+  summarize: Callable[["RunResult"], tuple[dict[str, Any], dict]] | None = None
+  after_chunk: Callable[["ChunkEnd"], None] | None = None
+  figures: Callable[["RunResult", str], Sequence[str]] | None = None
   chunk_label: str = "epoch"
   progress: Sequence[tuple[str, str]] = ()
   finite_key: str | None = "loss"
@@ -84,18 +122,42 @@ class Experiment:
 
 
 @dataclasses.dataclass
+class ChunkEnd:
+  """What an ``after_chunk`` hook sees: chunk ``done`` (0 = before the first) has just ended."""
+  done: int
+  state: Any
+  metrics: dict[str, np.ndarray]
+  workdir: str | None
+  placement: SeedPlacement
+  data: Any
+
+
+@dataclasses.dataclass
 class RunResult:
-  """state: final state stacked over seeds; history: one dict of [n_seeds] arrays per chunk."""
+  """The outcome of ``run``.
+
+  Attributes:
+    state: final state stacked over seeds.
+    history: one dict of [n_seeds] arrays per chunk (restored chunks included).
+    seeds: [n_seeds] seed values.
+    chunk_seconds: wall time of each chunk run in this process.
+    workdir: where the run lives, or None.
+    final: the final evaluation, {name: [n_seeds]} (empty without ``evaluate``).
+    eval_seconds: its wall time.
+    results: what results.json holds.
+    placement: the run's seeds and devices.
+    config: the flags of the run.
+  """
   state: Any
   history: list[dict[str, np.ndarray]]
   seeds: np.ndarray
   chunk_seconds: list[float]
   workdir: str | None
-
-
-def seed_keys(seed: int, num_seeds: int) -> jax.Array:
-  """Typed root keys key(seed), key(seed + 1), ... — one per vmapped seed."""
-  return jax.vmap(jax.random.key)(jnp.arange(seed, seed + num_seeds, dtype=jnp.uint32))
+  final: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  eval_seconds: float = 0.0
+  results: dict | None = None
+  placement: SeedPlacement | None = None
+  config: dict | None = None
 
 
 def trace_once(fn: Callable) -> Callable:
@@ -184,10 +246,12 @@ def _jsonable(x):
 
 class MetricsLog:
   """workdir/metrics.jsonl: one line per (chunk, seed). Lines of chunks past a resumed checkpoint
-  are dropped on resume (they are recomputed bit for bit), never earlier ones."""
+  are dropped on resume (they are recomputed bit for bit), never earlier ones. Each line also
+  goes to workdir/tensorboard/seed_<s>/ (``genrl_jax.run.tensorboard``)."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, tensorboard: TensorBoardLog | None = None):
     self.path = path
+    self.tensorboard = tensorboard  # the same lines as TensorBoard events, one run per seed
 
   def read(self) -> list[dict]:
     if not os.path.exists(self.path):
@@ -221,6 +285,12 @@ class MetricsLog:
         row = {"chunk": chunk, "seed": int(seed), "seconds": round(seconds, 4)}
         row.update({k: _jsonable(v[i]) for k, v in metrics.items()})
         f.write(json.dumps(row) + "\n")
+    if self.tensorboard is not None:
+      self.tensorboard.append(chunk, seeds, metrics, seconds)
+
+  def close(self) -> None:
+    if self.tensorboard is not None:
+      self.tensorboard.close()
 
 
 def history_from_rows(rows: list[dict], seeds: np.ndarray, upto: int) -> list[dict[str, np.ndarray]]:
@@ -243,22 +313,42 @@ def history_from_rows(rows: list[dict], seeds: np.ndarray, upto: int) -> list[di
   return history
 
 
-def _check_config(workdir: str, exp: Experiment, config: dict | None, seed: int,
-                  num_seeds: int) -> None:
-  """A workdir holds one run: resuming with other flags would silently mix two experiments."""
+def check_workdir(workdir: str) -> None:
+  """A usable --workdir, checked before anything slow (data loading, compiling) starts."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir={workdir} is a file, not a directory; pass a directory path")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create --workdir {workdir}: {e.strerror}; pass a writable path")
+  if not os.access(workdir, os.W_OK):
+    raise UserError(f"--workdir={workdir} is not writable; pass a writable path")
+
+
+def read_run_info(workdir: str) -> dict | None:
+  """The run_info.json of ``workdir``, or None when there is none (or it is unreadable)."""
   path = os.path.join(workdir, RUN_INFO_FILE)
-  if not os.path.exists(path):
-    return
   try:
     with open(path) as f:
-      saved = json.load(f)
+      return json.load(f)
   except (OSError, json.JSONDecodeError):
+    return None
+
+
+def check_resumable(workdir: str, name: str, config: dict | None, seed: int, num_seeds: int,
+                    may_change: Sequence[str] = ()) -> None:
+  """A workdir holds one run: resuming another experiment, or with other flags, is refused."""
+  saved = read_run_info(workdir)
+  if saved is None:
     return
+  if saved.get("experiment") not in (None, name):
+    raise UserError(f"{workdir} holds a {saved['experiment']!r} run, not a {name!r} one; pass "
+                    f"another --workdir (e.g. runs/{name})")
   saved_config = dict(saved.get("config") or {})
   saved_config.update(seeds=saved.get("seeds"), seed=saved.get("seed"))
   current = dict(config or {})
   current.update(seeds=num_seeds, seed=seed)
-  ignore = set(exp.resume_may_change) | {"workdir"}
+  ignore = set(may_change) | set(RUN_FLAGS_MAY_CHANGE) | {"workdir"}
   diffs = [f"--{k}={saved_config.get(k)!r} there, {current.get(k)!r} now"
            for k in sorted(set(saved_config) | set(current))
            if k not in ignore and _jsonable_eq(saved_config.get(k), current.get(k)) is False]
@@ -273,45 +363,277 @@ def _jsonable_eq(a, b) -> bool:
 
 
 class _StopRequest:
-  """SIGINT between chunks: finish the chunk in flight, checkpoint, stop. A second ^C is hard."""
+  """SIGINT or SIGTERM: finish the chunk in flight, checkpoint, stop. A second ^C is hard.
 
-  def __init__(self):
+  SIGTERM is what SLURM and preemptible cloud VMs send before they stop a job, so it is treated
+  as the first ^C: the run ends at a chunk boundary with its checkpoint saved.
+  """
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self, log: Callable[[str], None]):
     self.requested = False
-    self._previous = None
+    self._log = log
+    self._previous = {}
 
   def __enter__(self):
     def handler(signum, frame):
-      if self.requested:
+      if self.requested and signum == signal.SIGINT:
         raise KeyboardInterrupt
       self.requested = True
-      print("\ninterrupt: stopping after this chunk (press ^C again to abort now)", flush=True)
-    try:
-      self._previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread
-      self._previous = None
+      name = signal.Signals(signum).name
+      self._log(f"{name}: stopping after this chunk"
+                + (" (press ^C again to abort now)" if signum == signal.SIGINT else ""))
+    for sig in self.SIGNALS:
+      try:
+        self._previous[sig] = signal.signal(sig, handler)
+      except ValueError:  # not the main thread
+        pass
     return self
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGINT, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+
+
+HEARTBEAT_SECONDS = 10.0  # a line at least this often while a long phase runs
+
+
+class _Heartbeat:
+  """Prints a line every ``every`` seconds while a long phase (an evaluation) runs."""
+
+  def __init__(self, what: str, log: Callable[[str], None], estimate: float | None,
+               every: float | None = None):
+    self._what, self._log, self._estimate = what, log, estimate
+    self._every = HEARTBEAT_SECONDS if every is None else every
+    self._done = threading.Event()
+    self._thread = threading.Thread(target=self._beat, daemon=True)
+    self.t0 = time.perf_counter()
+
+  def _beat(self):
+    while not self._done.wait(self._every):
+      elapsed = time.perf_counter() - self.t0
+      tail = f" of ~{_format_duration(self._estimate)} estimated" if self._estimate else ""
+      self._log(f"{self._what}: {_format_duration(elapsed)} elapsed{tail}")
+
+  def __enter__(self):
+    tail = f"; estimate ~{_format_duration(self._estimate)}" if self._estimate else ""
+    self._log(f"{self._what}: started{tail}")
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._done.set()
+    self._thread.join()
+
+
+def summary(values) -> dict:
+  """{per_seed, mean, ci95_half_width, iqm} of a per-seed value: results.json's one schema."""
+  x = np.asarray(values, dtype=np.float64).reshape(-1)
+  finite = x[np.isfinite(x)]
+  mean, half = stats.mean_ci(finite) if finite.size else (float("nan"), float("nan"))
+  iqm = float(stats.iqm(finite)) if finite.size else float("nan")
+  clean = lambda v: v if math.isfinite(v) else None
+  return {"per_seed": [clean(float(v)) for v in x], "mean": clean(mean),
+          "ci95_half_width": clean(half), "iqm": clean(iqm)}
+
+
+def results_document(name: str, config: dict | None, seeds: np.ndarray,
+                     metrics: dict[str, Any], extra: dict | None = None) -> dict:
+  """results.json: ``{experiment, config, seeds, metrics: {name: summary}, extra}``."""
+  return {"experiment": name, "config": config or {}, "seeds": [int(s) for s in seeds],
+          "metrics": {k: summary(v) for k, v in metrics.items()},
+          "extra": extra or {}}
+
+
+def write_json(path: str, document: dict) -> str:
+  """Writes ``document`` to ``path`` atomically (a temporary file, then a rename)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(document, f, indent=2, default=_json_default)
+  os.replace(tmp, path)
+  return path
+
+
+def _json_default(x):
+  if isinstance(x, (np.generic, np.ndarray)):
+    return _jsonable(x)
+  return str(x)
+
+
+class Compiled:
+  """The run's jitted programs over the seeds: init, chunk (compiled once, donated), evaluate."""
+
+  def __init__(self, exp: Experiment, placement: SeedPlacement):
+    self.placement = placement
+    opts = exp.compiler_options
+    self.init = placement.jit(exp.init, compiler_options=opts)
+    self.chunk = placement.jit(trace_once(exp.chunk), donate=True, compiler_options=opts)
+    self.evaluate = (placement.jit(exp.evaluate, compiler_options=opts)
+                     if exp.evaluate is not None else None)
+
+
+def evaluate(compiled: Compiled, state, data) -> dict[str, np.ndarray]:
+  """The experiment's evaluation of every seed, on the host as float64 [n_seeds] arrays."""
+  out = jax.device_get(compiled.evaluate(state, data))
+  return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def _restore_or_init(exp: Experiment, compiled: Compiled, data, workdir: str | None,
+                     config: dict | None, keep_checkpoints: int, keep_every: int | None,
+                     log: Callable[[str], None]):
+  """(state, chunks done, checkpointer, metrics log, history): a fresh run or a resumed one."""
+  placement = compiled.placement
+  state = compiled.init(placement.keys(), data)
+  if not workdir:
+    return state, 0, None, None, []
+  check_workdir(workdir)
+  check_resumable(workdir, exp.name, config, placement.first_seed, placement.num_seeds,
+                  exp.resume_may_change)
+  checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=keep_checkpoints,
+                              **({"keep_every": keep_every} if keep_every else {}))
+  start = 0
+  if checkpointer.latest_step() is not None:
+    state, start = checkpointer.restore(template=state)
+    state = placement.place_state(state)
+    log(f"resuming {exp.name} from {exp.chunk_label} {start}/{exp.num_chunks} in {workdir}")
+  metrics_log = MetricsLog(os.path.join(workdir, METRICS_FILE),
+                           TensorBoardLog(workdir, resume_from=start))
+  rows = metrics_log.keep_until(start)
+  history = history_from_rows(rows, placement.seeds, start)
+  run_info_lib.write(os.path.join(workdir, RUN_INFO_FILE), exp.name, config,
+                     placement.first_seed, placement.num_seeds, resumed_from=start,
+                     placement=placement.describe())
+  return state, start, checkpointer, metrics_log, history
+
+
+def _check_finite(exp: Experiment, metrics: dict[str, np.ndarray], done: int,
+                  placement: SeedPlacement, checkpointer: Checkpointer | None,
+                  last_saved: int) -> None:
+  """Stops on a NaN/Inf ``finite_key``, naming the seeds; the last good checkpoint is kept."""
+  if exp.finite_key is None or exp.finite_key not in metrics:
+    return
+  values = np.asarray(metrics[exp.finite_key]).reshape(placement.num_seeds, -1)
+  bad = ~np.all(np.isfinite(values), axis=1)
+  if not bad.any():
+    return
+  if checkpointer is None:
+    where = " (no --workdir: nothing was saved)"
+  elif last_saved:
+    where = (f"; the last good checkpoint ({exp.chunk_label} {last_saved}) is kept in "
+             f"{checkpointer.directory}")
+  else:
+    where = "; no checkpoint exists yet (it diverged before the first one)"
+  raise TrainingDiverged(
+      f"{exp.name}: {exp.finite_key} is NaN/Inf for seed(s) "
+      f"{', '.join(str(s) for s in placement.seeds[bad])} at {exp.chunk_label} {done}"
+      f"{where}; lower the learning rate or check the data")
+
+
+def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
+                checkpointer: Checkpointer | None, metrics_log: MetricsLog | None,
+                history: list, checkpoint_every: int, workdir: str | None,
+                log: Callable[[str], None]):
+  """Runs chunks start+1 .. num_chunks; after each: metrics, NaN check, progress, checkpoint,
+  periodic evaluation, the after-chunk hook. Returns (state, chunk seconds)."""
+  placement = compiled.placement
+  chunk_seconds: list[float] = []
+  last_saved = start
+  if exp.after_chunk is not None and start == 0:
+    exp.after_chunk(ChunkEnd(0, state, {}, workdir, placement, data))
+  with _StopRequest(log) as stop:
+    for index in range(start, exp.num_chunks):
+      t0 = time.perf_counter()
+      state, metrics = compiled.chunk(state, data)
+      metrics = _to_host(metrics)  # the one host transfer per chunk; also a sync point.
+      seconds = time.perf_counter() - t0
+      chunk_seconds.append(seconds)
+      done = index + 1
+      if compiled.evaluate is not None and exp.evaluate_every and done % exp.evaluate_every == 0:
+        metrics.update({f"eval_{k}": v for k, v in evaluate(compiled, state, data).items()})
+      if metrics_log is not None:
+        metrics_log.append(done, placement.seeds, metrics, seconds)
+      # float64, as the rows of metrics.jsonl read back: a resumed or replayed run summarizes
+      # exactly the numbers a run that never stopped does.
+      history.append({k: np.asarray(v, np.float64) for k, v in metrics.items()})
+      _check_finite(exp, metrics, done, placement, checkpointer, last_saved)
+
+      steady = chunk_seconds[1:] or chunk_seconds
+      eta = float(np.mean(steady)) * (exp.num_chunks - done) if done < exp.num_chunks else None
+      line = progress_line(exp, done, metrics, seconds, eta)
+      log(line + (" (includes compile)" if index == start else ""))
+
+      if checkpointer is not None and (done % checkpoint_every == 0 or done == exp.num_chunks
+                                       or stop.requested):
+        checkpointer.save(done, state)
+        last_saved = done
+      if exp.after_chunk is not None:
+        exp.after_chunk(ChunkEnd(done, state, metrics, workdir, placement, data))
+      if stop.requested and done < exp.num_chunks:
+        if checkpointer is not None:
+          checkpointer.wait()
+          raise Interrupted(f"stopped after {exp.chunk_label} {done}/{exp.num_chunks}; "
+                            f"checkpoint saved in {checkpointer.directory}")
+        raise Interrupted(f"stopped after {exp.chunk_label} {done} (no --workdir: nothing saved)")
+  return state, chunk_seconds
+
+
+def final_evaluation(exp: Experiment, compiled: Compiled, state, data, chunk_seconds,
+                      log: Callable[[str], None]) -> tuple[dict[str, np.ndarray], float]:
+  """The final evaluation with a start line, an estimate and a line every ~10 s."""
+  if compiled.evaluate is None:
+    return {}, 0.0
+  estimate = None
+  if exp.evaluate_cost is not None and chunk_seconds:
+    steady = chunk_seconds[1:] or chunk_seconds
+    estimate = exp.evaluate_cost * float(np.median(steady))
+  with _Heartbeat(f"{exp.name}: final evaluation", log, estimate) as beat:
+    final = evaluate(compiled, state, data)
+  seconds = time.perf_counter() - beat.t0
+  for key, values in final.items():
+    if not np.all(np.isfinite(values)):
+      bad = [int(s) for s, v in zip(compiled.placement.seeds, values) if not math.isfinite(v)]
+      raise TrainingDiverged(f"{exp.name}: final {key} is NaN/Inf for seed(s) {bad}; lower the "
+                             "learning rate or check the data")
+  log(f"{exp.name}: final evaluation done in {_format_duration(seconds)}")
+  return final, seconds
+
+
+def write_results(exp: Experiment, result: RunResult, out_dir: str | None) -> dict:
+  """results.json (the one schema) from the experiment's ``summarize`` (default: ``final``)."""
+  if exp.summarize is not None:
+    metrics, extra = exp.summarize(result)
+  else:
+    metrics, extra = dict(result.final), {}
+  extra = {**extra, "chunks_done": len(result.history),
+           "eval_seconds": round(result.eval_seconds, 2),
+           "chunk_seconds": [round(s, 3) for s in result.chunk_seconds]}
+  document = results_document(exp.name, result.config, result.seeds, metrics, extra)
+  if out_dir:
+    write_json(os.path.join(out_dir, RESULTS_FILE), document)
+  return document
 
 
 def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = None,
-        checkpoint_every: int = 1, keep_checkpoints: int = 3, config: dict | None = None,
+        checkpoint_every: int = 1, keep_checkpoints: int = 3, keep_every: int | None = None,
+        config: dict | None = None, seed_loop: str | None = None,
         log: Callable[[str], None] = lambda s: print(s, flush=True)) -> RunResult:
-  """Runs ``exp`` for ``seeds`` vmapped seeds, resuming from ``workdir`` when it holds a checkpoint.
+  """Runs ``exp`` for ``seeds`` seeds in one program, resuming from ``workdir`` when it holds a
+  checkpoint; then evaluates, writes results.json and the figures.
 
   Args:
     exp: the experiment.
-    seeds: number of seeds vmapped in one program.
+    seeds: number of seeds run side by side in one program.
     seed: the first seed; seed i uses key(seed + i).
-    workdir: where metrics, run info and checkpoints go; None runs in memory only.
+    workdir: where metrics, run info, checkpoints, results and figures go; None: memory only.
     checkpoint_every: checkpoint every this many chunks (the last chunk is always saved).
-    keep_checkpoints: how many recent checkpoints to keep.
+    keep_checkpoints: how many recent readable checkpoints to keep.
+    keep_every: also keep every checkpoint whose chunk is a multiple of this (None: off).
     config: the flags, saved in run_info.json and compared on resume.
+    seed_loop: overrides ``exp.seed_loop``.
     log: where progress lines go.
   Returns:
-    RunResult with the final stacked state and the per-chunk metrics history.
+    RunResult with the final stacked state, the per-chunk history and the final evaluation.
   """
   if seeds < 1:
     raise UserError(f"--seeds must be >= 1, got {seeds}")
@@ -319,93 +641,31 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     raise UserError(f"--checkpoint_every must be >= 1, got {checkpoint_every}")
   if exp.num_chunks < 1:
     raise UserError(f"nothing to run: {exp.num_chunks} {exp.chunk_label}s; pass a positive count")
-  seed_values = np.arange(seed, seed + seeds)
-
-  # The seed axis is split over the local devices (when more than one divides it); data is
-  # replicated. One program per run either way.
-  by_seed, replicated = devices_lib.seed_shardings(seeds)
-  place = lambda tree, sharding: tree if sharding is None else jax.device_put(tree, sharding)
-  data = place(exp.data, replicated)
-  init = jax.jit(devices_lib.over_seeds(exp.init, exp.seed_loop, by_seed),
-                 compiler_options=exp.compiler_options,
-                 **({} if by_seed is None else {"out_shardings": by_seed}))
-  state = init(place(seed_keys(seed, seeds), by_seed), data)
-
-  start = 0
-  checkpointer = metrics_log = None
-  history: list[dict[str, np.ndarray]] = []
   if workdir:
-    try:
-      os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-      raise UserError(f"cannot create --workdir {workdir}: {e.strerror}; pass a writable path")
-    _check_config(workdir, exp, config, seed, seeds)
-    checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=keep_checkpoints)
-    metrics_log = MetricsLog(os.path.join(workdir, METRICS_FILE))
-    if checkpointer.latest_step() is not None:
-      state, start = checkpointer.restore(template=state)
-      state = place(state, by_seed)
-      log(f"resuming {exp.name} from {exp.chunk_label} {start}/{exp.num_chunks} in {workdir}")
-    rows = metrics_log.keep_until(start)
-    history = history_from_rows(rows, seed_values, start)
-    run_info_lib.write(os.path.join(workdir, RUN_INFO_FILE), exp.name, config, seed, seeds,
-                       resumed_from=start)
-
-  shardings = {} if by_seed is None else {"in_shardings": (by_seed, replicated),
-                                           "out_shardings": by_seed}
-  chunk_fn = jax.jit(devices_lib.over_seeds(trace_once(exp.chunk), exp.seed_loop, by_seed),
-                     donate_argnums=0, compiler_options=exp.compiler_options, **shardings)
-
-  chunk_seconds: list[float] = []
-  last_saved = start
+    check_workdir(workdir)
+  placement = SeedPlacement(seeds, seed, seed_loop or exp.seed_loop)
+  compiled = Compiled(exp, placement)
+  data = placement.place_data(exp.data)
+  state, start, checkpointer, metrics_log, history = _restore_or_init(
+      exp, compiled, data, workdir, config, keep_checkpoints, keep_every, log)
   try:
-    with _StopRequest() as stop:
-      for index in range(start, exp.num_chunks):
-        t0 = time.perf_counter()
-        state, metrics = chunk_fn(state, data)
-        metrics = _to_host(metrics)  # the one host transfer per chunk; also a sync point.
-        seconds = time.perf_counter() - t0
-        chunk_seconds.append(seconds)
-        done = index + 1
-        if metrics_log is not None:
-          metrics_log.append(done, seed_values, metrics, seconds)
-        history.append(metrics)
-
-        if exp.finite_key is not None and exp.finite_key in metrics:
-          values = np.asarray(metrics[exp.finite_key]).reshape(seeds, -1)
-          bad = ~np.all(np.isfinite(values), axis=1)
-          if bad.any():
-            where = (f"; the last good checkpoint ({exp.chunk_label} {last_saved}) is kept in "
-                     f"{checkpointer.directory}" if checkpointer and last_saved else "")
-            raise TrainingDiverged(
-                f"{exp.name}: {exp.finite_key} is NaN/Inf for seed(s) "
-                f"{', '.join(str(s) for s in seed_values[bad])} at {exp.chunk_label} {done}"
-                f"{where}; lower the learning rate or check the data")
-
-        steady = chunk_seconds[1:] or chunk_seconds
-        eta = float(np.mean(steady)) * (exp.num_chunks - done) if done < exp.num_chunks else None
-        line = progress_line(exp, done, metrics, seconds, eta)
-        if index == start:
-          line += " (includes compile)"
-        log(line)
-
-        if checkpointer is not None and (done % checkpoint_every == 0 or done == exp.num_chunks
-                                         or stop.requested):
-          checkpointer.save(done, state)
-          last_saved = done
-        if stop.requested and done < exp.num_chunks:
-          if checkpointer is not None:
-            checkpointer.wait()
-            raise UserError(f"interrupted after {exp.chunk_label} {done}; checkpoint saved in "
-                            f"{checkpointer.directory}: rerun the same command to resume")
-          raise UserError(f"interrupted after {exp.chunk_label} {done} (no --workdir: nothing saved)")
-    if start >= exp.num_chunks:
-      log(f"{exp.name}: all {exp.num_chunks} {exp.chunk_label}s already done in {workdir}")
+    state, chunk_seconds = _chunk_loop(exp, compiled, state, data, start, checkpointer,
+                                       metrics_log, history, checkpoint_every, workdir, log)
   finally:
     if checkpointer is not None:
       checkpointer.close()
-  return RunResult(state=state, history=history, seeds=seed_values, chunk_seconds=chunk_seconds,
-                   workdir=workdir)
+    if metrics_log is not None:
+      metrics_log.close()
+  if start >= exp.num_chunks:
+    log(f"{exp.name}: all {exp.num_chunks} {exp.chunk_label}s already done in {workdir}")
+  final, eval_seconds = final_evaluation(exp, compiled, state, data, chunk_seconds, log)
+  result = RunResult(state=state, history=history, seeds=placement.seeds,
+                     chunk_seconds=chunk_seconds, workdir=workdir, final=final,
+                     eval_seconds=eval_seconds, placement=placement, config=config)
+  result.results = write_results(exp, result, workdir)
+  if exp.figures is not None and workdir:
+    exp.figures(result, workdir)
+  return result
 
 
 def stack_history(history: list[dict[str, np.ndarray]], key: str) -> np.ndarray:

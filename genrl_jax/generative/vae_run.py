@@ -1,0 +1,97 @@
+"""The VAE as a runner experiment: its ``Experiment``, results and figures.
+
+The entry point (``experiments.vae``) and checkpoint replay build the same experiment here, so a
+replayed run evaluates and draws exactly what the original run did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from genrl_jax import run as runner
+from genrl_jax.data import images
+from genrl_jax.generative import vae
+from genrl_jax.generative import vae_figures
+from genrl_jax.run import config as cfg
+
+# Flags that may change when a run is resumed (more epochs, a larger k for the final estimate).
+RESUME_MAY_CHANGE = ("epochs", "eval_iw_samples")
+
+
+def fit_to_data(config: vae.VAEConfig, dataset: images.ImageDataset) -> vae.VAEConfig:
+  """The config with the data's image shape; one clear line where the two cannot fit."""
+  if dataset.image_shape != config.image_shape:
+    config = dataclasses.replace(config, image_shape=dataset.image_shape)
+  if config.arch == "conv" and (config.image_shape[0] % 4 or config.image_shape[1] % 4):
+    raise runner.UserError(f"--arch=conv needs image sides divisible by 4, got "
+                           f"{config.image_shape[:2]}; use --arch=mlp")
+  n_train = dataset.train_images.shape[0]
+  if config.batch_size > n_train:
+    raise runner.UserError(f"--batch_size={config.batch_size} exceeds the {n_train} training "
+                           "examples; pass a smaller --batch_size")
+  return config
+
+
+def make_experiment(config: vae.VAEConfig, dataset: images.ImageDataset,
+                    data_config: images.DataConfig, seed_loop: str = "auto",
+                    name: str = "vae") -> runner.Experiment:
+  """The VAE run: one epoch per chunk, the test -ELBO and IWAE NLL at the end, its figures."""
+  data = images.device_arrays(dataset, config.binarize)
+  train = vae.make_train(config)
+  n_train, n_test = dataset.train_images.shape[0], dataset.test_images.shape[0]
+
+  def summarize(result: runner.RunResult):
+    metrics = {"test_neg_elbo": result.final["test_neg_elbo"],
+               "test_nll_iwae": result.final["test_nll"]}
+    if result.history:
+      metrics["final_train_neg_elbo"] = np.asarray(result.history[-1]["loss"])
+    extra = {"dataset": data_config.dataset, "data_source": dataset.source,
+             "binarize": config.binarize, "epochs": config.epochs,
+             "iwae_k": config.eval_iw_samples, "units": "nats per test example"}
+    return metrics, extra
+
+  def figures(result: runner.RunResult, out_dir: str):
+    first = runner.unstack_seed(result.state, 0)
+    return vae_figures.write_all(out_dir, train.static.model, result.state.params,
+                                 result.history, data["test"], config, vae.figure_key(first))
+
+  return runner.Experiment(
+      name=name, init=train.init, chunk=train.chunk, num_chunks=config.epochs, data=data,
+      evaluate=train.evaluate, evaluate_cost=vae.evaluation_cost(config, n_train, n_test),
+      summarize=summarize, figures=figures, chunk_label="epoch",
+      progress=(("loss", "-elbo"), ("test_neg_elbo", "test -elbo"), ("kl", "kl")),
+      finite_key="loss", units_per_chunk=vae.num_batches(n_train, config.batch_size)
+      * config.batch_size, units_label="ex/s",
+      resume_may_change=RESUME_MAY_CHANGE, compiler_options=vae.compiler_options(),
+      seed_loop=seed_loop)
+
+
+def build(config: vae.VAEConfig, data_config: images.DataConfig, seed_loop: str = "auto",
+          name: str = "vae") -> runner.Experiment:
+  """Loads the data and builds the run: what ``experiments.vae`` and replay both call."""
+  dataset = data_config.load()
+  config = fit_to_data(config, dataset)
+  print(f"data: {dataset.source}; binarize={config.binarize}", flush=True)
+  return make_experiment(config, dataset, data_config, seed_loop, name)
+
+
+def from_saved_flags(saved: dict, name: str = "vae") -> runner.Experiment:
+  """The run a workdir's run_info.json describes (its "config": the flags it ran with)."""
+  return build(cfg.from_mapping(vae.VAEConfig, saved), cfg.from_mapping(images.DataConfig, saved),
+               saved.get("seed_loop", "auto"), name)
+
+
+def print_results(results: dict, eval_seconds: float) -> None:
+  """The final estimates, mean ± 95 % CI half-width and per seed."""
+  n = len(results["seeds"])
+  print(f"final test estimates over {n} seed(s), {eval_seconds:.1f} s "
+        f"(mean ± 95% CI half-width, nats per example):")
+  k = results["extra"]["iwae_k"]
+  for key, label in (("test_neg_elbo", "test -ELBO"), ("test_nll_iwae", f"test NLL (IWAE, "
+                                                      f"k={k})")):
+    s = results["metrics"][key]
+    print(f"  {label:24s} {s['mean']:.2f} ± {s['ci95_half_width']:.2f}   per seed: "
+          + " ".join(f"{v:.2f}" for v in s["per_seed"]))

@@ -1,0 +1,263 @@
+"""Reproducibility studies from a run's workdir: replay, determinism audit, seed extraction.
+
+Everything here stands on the runner's pieces: the experiment is rebuilt from run_info.json by
+its registry entry (``genrl_jax.registry``), placed by the same ``SeedPlacement``, restored by
+the same ``Checkpointer``, evaluated by the same jitted evaluation and summarized into the same
+results schema. Nothing here places seeds or evaluates on its own.
+
+- ``replay``: restore step N (default: the newest), rerun the final evaluation, write
+  results.json and the figures into another directory, compare with the saved results.
+- ``verify``: restore step N-1, run one chunk, compare with the saved step N bit for bit.
+- ``extract_seed``: seed i of an N-seed run as a 1-seed workdir that its entry point continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+
+import jax
+import numpy as np
+
+from genrl_jax import registry
+from genrl_jax.run import checkpoint as checkpoint_lib
+from genrl_jax.run import info as run_info_lib
+from genrl_jax.run import runner
+from genrl_jax.run.errors import UserError
+from genrl_jax.run.placement import SeedPlacement
+
+TIMING_KEYS = ("eval_seconds", "chunk_seconds", "chunks_done")
+
+
+@dataclasses.dataclass
+class LoadedRun:
+  """A workdir's run, rebuilt: its run_info, experiment, placement, programs and data."""
+  workdir: str
+  info: dict
+  experiment: runner.Experiment
+  placement: SeedPlacement
+  compiled: runner.Compiled
+  data: object
+
+  @property
+  def checkpointer(self) -> checkpoint_lib.Checkpointer:
+    return checkpoint_lib.Checkpointer(os.path.join(self.workdir, runner.CHECKPOINT_DIR),
+                                       keep=10**9)  # replay never deletes anything
+
+  def fresh_state(self):
+    return self.compiled.init(self.placement.keys(), self.data)
+
+  def restore(self, step: int):
+    """The state of all seeds after ``step`` chunks (0: the initial state)."""
+    template = self.fresh_state()
+    if step == 0:
+      return template
+    ckpt = self.checkpointer
+    try:
+      return self.placement.place_state(ckpt.restore_step(template, step))
+    finally:
+      ckpt.close()
+
+  def steps(self) -> list[int]:
+    ckpt = self.checkpointer
+    try:
+      return ckpt.all_steps()
+    finally:
+      ckpt.close()
+
+  def history(self, upto: int) -> list[dict[str, np.ndarray]]:
+    rows = runner.MetricsLog(os.path.join(self.workdir, runner.METRICS_FILE)).read()
+    return runner.history_from_rows(rows, self.placement.seeds, upto)
+
+
+def load(workdir: str) -> LoadedRun:
+  """Rebuilds the run in ``workdir`` from its run_info.json (one clear line if it cannot)."""
+  if not os.path.isdir(workdir):
+    raise UserError(f"--workdir={workdir} is not a directory; pass a run's workdir")
+  info = runner.read_run_info(workdir)
+  if info is None:
+    raise UserError(f"{workdir} has no readable {runner.RUN_INFO_FILE}; pass the workdir of a "
+                    "run made by one of the experiments")
+  config = info.get("config") or {}
+  experiment = registry.build(info["experiment"], config)
+  placement = SeedPlacement(int(info["seeds"]), int(info["seed"]),
+                            config.get("seed_loop") or experiment.seed_loop)
+  return LoadedRun(workdir=workdir, info=info, experiment=experiment, placement=placement,
+                   compiled=runner.Compiled(experiment, placement),
+                   data=placement.place_data(experiment.data))
+
+
+def environment_warnings(run: LoadedRun) -> list[str]:
+  """One line for each recorded fact of the run that differs here: versions, devices, loop, code."""
+  out = []
+  saved_versions = run.info.get("versions") or {}
+  for name, version in run_info_lib.versions().items():
+    if name in saved_versions and saved_versions[name] != version:
+      out.append(f"warning: {name} {saved_versions[name]} recorded, {version} installed")
+  sessions = run.info.get("sessions") or [{}]
+  saved_devices = sessions[-1].get("devices") or run.info.get("devices")
+  devices = [str(d) for d in jax.devices()]
+  if saved_devices and [d.split(":")[0] for d in saved_devices] != [d.split(":")[0]
+                                                                     for d in devices]:
+    out.append(f"warning: devices {saved_devices} recorded, {devices} here")
+  placement = sessions[-1].get("placement")
+  if placement and f"seed loop {run.placement.resolved_loop}" not in placement:
+    out.append(f"warning: the run's placement was '{placement}', replay's is "
+               f"'{run.placement.describe()}'")
+  saved_git, git = run.info.get("git") or {}, run_info_lib.git_commit()
+  if saved_git.get("commit") and saved_git.get("commit") != git.get("commit"):
+    out.append(f"warning: git commit {str(saved_git['commit'])[:12]} recorded, "
+               f"{str(git.get('commit'))[:12]} checked out")
+  elif saved_git.get("dirty") or git.get("dirty"):
+    out.append("warning: the checkout had uncommitted changes when the run was made or has now")
+  return out
+
+
+def replay(run: LoadedRun, step: int | None, out_dir: str, log=print) -> list[tuple]:
+  """Restores ``step``, reruns the final evaluation, writes results.json and the figures into
+  ``out_dir``. Returns rows (metric, saved, replayed, equal) against the saved results.json
+  (compared where it was written at the same step)."""
+  steps = run.steps()
+  if not steps:
+    raise UserError(f"{run.workdir} has no checkpoint to replay")
+  step = steps[-1] if step is None else step
+  state = run.restore(step)
+  history = run.history(step)
+  final, eval_seconds = runner.final_evaluation(run.experiment, run.compiled, state, run.data, [],
+                                                log)
+  result = runner.RunResult(state=state, history=history, seeds=run.placement.seeds,
+                            chunk_seconds=[], workdir=out_dir, final=final,
+                            eval_seconds=eval_seconds, placement=run.placement,
+                            config=run.info.get("config"))
+  os.makedirs(out_dir, exist_ok=True)
+  replayed = runner.write_results(run.experiment, result, out_dir)
+  if run.experiment.figures is not None:
+    run.experiment.figures(result, out_dir)
+  saved_path = os.path.join(run.workdir, runner.RESULTS_FILE)
+  saved = None
+  if os.path.exists(saved_path):
+    with open(saved_path) as f:
+      saved = json.load(f)
+  return compare_results(saved, replayed, step)
+
+
+def compare_results(saved: dict | None, replayed: dict, step: int) -> list[tuple]:
+  """(name, saved, replayed, equal) rows for every metric mean and non-timing extra."""
+  same_step = saved is not None and saved.get("extra", {}).get("chunks_done", step) == step
+  rows = []
+  for name, s in replayed["metrics"].items():
+    old = (saved or {}).get("metrics", {}).get(name) if same_step else None
+    rows.append((name, None if old is None else old["mean"], s["mean"],
+                 None if old is None else old == s))
+  for name, value in replayed["extra"].items():
+    if name in TIMING_KEYS:
+      continue
+    old = (saved or {}).get("extra", {}).get(name, "-") if same_step else "-"
+    rows.append((name, old, value, None if old == "-" else old == value))
+  return rows
+
+
+def format_table(rows: list[tuple]) -> str:
+  def show(v):
+    if isinstance(v, float):
+      return f"{v:.6g}"
+    text = json.dumps(v) if not isinstance(v, str) else v
+    return text if len(text) <= 40 else text[:37] + "..."
+  lines = ["| metric | saved | replayed | equal |", "|---|---|---|---|"]
+  for name, old, new, equal in rows:
+    lines.append(f"| {name} | {'-' if old is None else show(old)} | {show(new)} | "
+                 f"{'-' if equal is None else ('yes' if equal else 'NO')} |")
+  return "\n".join(lines)
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray) -> int:
+  """The largest number of representable floats between a and b (0 for equal arrays)."""
+  a, b = np.asarray(a), np.asarray(b)
+  if not np.issubdtype(a.dtype, np.floating):
+    return int(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))) if a.size else 0
+  ints = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
+
+  def ordered(x):  # the float bit patterns as integers that sort like the floats
+    i = x.view(ints).astype(np.int64)
+    return np.where(i < 0, np.iinfo(ints).min - i, i)
+  return int(np.max(np.abs(ordered(a) - ordered(b)))) if a.size else 0
+
+
+def compare_states(expected, actual) -> list[tuple[str, float, int]]:
+  """(leaf path, max |difference|, max ULP distance) for every leaf that is not bit-identical."""
+  expected = checkpoint_lib.to_storable(expected)
+  actual = checkpoint_lib.to_storable(actual)
+  out = []
+  for (path, a), (_, b) in zip(jax.tree_util.tree_leaves_with_path(expected),
+                               jax.tree_util.tree_leaves_with_path(actual)):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes():
+      continue
+    if a.shape != b.shape or a.dtype != b.dtype:
+      out.append((jax.tree_util.keystr(path), float("inf"), -1))
+      continue
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    out.append((jax.tree_util.keystr(path), float(np.nanmax(diff)) if diff.size else 0.0,
+                ulp_distance(a, b)))
+  return out
+
+
+def verify(run: LoadedRun, step: int | None) -> tuple[int, list[tuple[str, float, int]]]:
+  """Restores step N-1, runs one chunk, compares with the saved step N: (N, differing leaves)."""
+  steps = run.steps()
+  if not steps:
+    raise UserError(f"{run.workdir} has no checkpoint to verify")
+  step = steps[-1] if step is None else step
+  if step - 1 != 0 and step - 1 not in steps:
+    raise UserError(f"--verify at step {step} needs the checkpoint of step {step - 1}; "
+                    f"{run.workdir} holds steps {', '.join(map(str, steps))}: pass "
+                    "--step=<a step whose predecessor is kept> (train with --keep_every to keep "
+                    "more)")
+  saved = run.restore(step)
+  before = run.restore(step - 1)
+  after, _ = run.compiled.chunk(before, run.data)
+  return step, compare_states(saved, after)
+
+
+def extract_seed(run: LoadedRun, index: int, out_dir: str, step: int | None = None) -> str:
+  """Seed ``index`` of the run as a 1-seed workdir in ``out_dir`` (its checkpoint at ``step``,
+  its metrics.jsonl rows up to there, its run_info.json); returns the command that continues it.
+  """
+  n = run.placement.num_seeds
+  if not 0 <= index < n:
+    raise UserError(f"--seed_index={index} is not a seed of this {n}-seed run; pass 0..{n - 1}")
+  if os.path.exists(os.path.join(out_dir, runner.RUN_INFO_FILE)):
+    raise UserError(f"{out_dir} already holds a run; pass another --out")
+  steps = run.steps()
+  if not steps:
+    raise UserError(f"{run.workdir} has no checkpoint to extract from")
+  step = steps[-1] if step is None else step
+  state = jax.tree.map(lambda x: x[index:index + 1], run.restore(step))
+  seed = run.placement.first_seed + index
+  os.makedirs(out_dir, exist_ok=True)
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, runner.CHECKPOINT_DIR))
+  ckpt.save(step, state)
+  ckpt.close()
+  rows = [r for r in runner.MetricsLog(os.path.join(run.workdir, runner.METRICS_FILE)).read()
+          if r.get("seed") == seed and r.get("chunk", 0) <= step]
+  with open(os.path.join(out_dir, runner.METRICS_FILE), "w") as f:
+    for r in rows:
+      f.write(json.dumps(r) + "\n")
+  config = dict(run.info.get("config") or {}, seeds=1, seed=seed, workdir=out_dir)
+  info = dict(run.info, config=config, seeds=1, seed=seed,
+              extracted_from={"workdir": os.path.abspath(run.workdir), "seed_index": index,
+                              "step": step})
+  runner.write_json(os.path.join(out_dir, runner.RUN_INFO_FILE), info)
+  return continue_command(run, seed, out_dir)
+
+
+def continue_command(run: LoadedRun, seed: int, out_dir: str) -> str:
+  """The entry point's command with the run's flags, for one seed, in ``out_dir``."""
+  module = registry.ENTRY_POINTS.get(registry.base_name(run.info["experiment"]), "experiments.?")
+  dropped = ("--seeds", "--seed", "--workdir")
+  args = [a for a in (run.info.get("argv") or [])[1:]
+          if not any(a == d or a.startswith(d + "=") for d in dropped)]
+  return shlex.join(["python", "-m", module, *args, "--seeds=1", f"--seed={seed}",
+                     f"--workdir={out_dir}"])
