@@ -28,6 +28,7 @@ import optax
 
 from genrl_jax import losses
 from genrl_jax.models import dcgan
+from genrl_jax.run import config as cfg
 
 Array = chex.Array
 Params = Any
@@ -35,23 +36,29 @@ Params = Any
 
 @dataclasses.dataclass(frozen=True)
 class GANConfig:
-  """Model and optimisation settings.
-
-  Attributes:
-    latent_dim: size of the noise z ~ N(0, I).
-    width: discriminator's first-layer channels (the generator uses 2x and 4x; see the models).
-    image_shape: (H, W, C); H and W divisible by 4.
-    batch_size: real and generated examples per iteration.
-    learning_rate, beta1: Adam's step size and first-moment decay (Radford et al.: 2e-4, 0.5).
-    iterations_per_chunk: iterations in one jitted chunk (the checkpoint / snapshot grain).
-  """
-  latent_dim: int = 100
-  width: int = 32
-  image_shape: tuple[int, int, int] = (28, 28, 1)
-  batch_size: int = 64
-  learning_rate: float = 2e-4
-  beta1: float = 0.5
-  iterations_per_chunk: int = 250
+  """Model and optimisation settings, each field declared once with its flag's help and check."""
+  latent_dim: int = cfg.field(100, "Size of the noise z ~ N(0, I) (Radford et al.: 100).",
+                              check=cfg.at_least_one)
+  width: int = cfg.field(16, "Discriminator's first-layer channels w (second layer 2w); the "
+                         "generator's layers have 4w and 2w. 16 keeps 4 seeds x 3000 iterations "
+                         "within CPU reach (see README).", check=cfg.at_least_one)
+  image_shape: tuple[int, int, int] = cfg.field((28, 28, 1), "(H, W, C), from the data.",
+                                                flag=None)
+  batch_size: int = cfg.field(64, "Real and generated examples per iteration.",
+                              check=cfg.at_least_one)
+  learning_rate: float = cfg.field(2e-4, "Adam step size of both networks.", check=cfg.positive)
+  beta1: float = cfg.field(0.5, "Adam's first-moment decay (Radford et al.: 0.5).",
+                           check=cfg.unit_interval)
+  iterations: int = cfg.field(3000, "Training iterations (one D and one G step each).",
+                              check=cfg.at_least_one)
+  iterations_per_chunk: int = cfg.field(250, "Iterations per jitted chunk (checkpoint grain); "
+                                        "snapshot iterations must be multiples of it.",
+                                        check=cfg.at_least_one)
+  snapshot_every: int = cfg.field(1000, "After iteration 3000, a snapshot every this many "
+                                  "iterations (before: 0, 250, 500, 1000, 2000, 3000).",
+                                  check=cfg.at_least_one)
+  eval_samples: int = cfg.field(1000, "Generated images per seed judged by the evaluator at "
+                                "each snapshot (one fixed noise batch).", check=cfg.at_least(2))
 
   @property
   def num_pixels(self) -> int:
@@ -156,7 +163,7 @@ def train_iteration(state: GANState, train_u8: Array, models: Models,
 def train_chunk(state: GANState, train_u8: Array, models: Models,
                 config: GANConfig) -> tuple[GANState, dict[str, Array]]:
   """``config.iterations_per_chunk`` iterations as a lax.scan; metrics are per-iteration
-  [K] arrays of d_loss and g_loss, plus their chunk means ``loss_d`` / ``loss_g``."""
+  [K] arrays of d_loss and g_loss, plus their chunk means ``mean_d_loss`` / ``mean_g_loss``."""
   def body(s, _):
     return train_iteration(s, train_u8, models, config)
   state, metrics = jax.lax.scan(body, state, None, length=config.iterations_per_chunk)
@@ -175,6 +182,21 @@ class GANTrain(NamedTuple):
   chunk: Callable[[GANState, dict], tuple[GANState, dict[str, Array]]]
   sample: Callable[[GANState, Array], Array]
   models: Models
+
+
+SNAPSHOTS = (0, 250, 500, 1000, 2000, 3000)
+
+
+def snapshot_iterations(config: GANConfig) -> list[int]:
+  """0, 250, 500, 1000, 2000, 3000 (those within the run), then every ``snapshot_every``."""
+  its = [i for i in SNAPSHOTS if i <= config.iterations]
+  i = SNAPSHOTS[-1] + config.snapshot_every
+  while i <= config.iterations:
+    its.append(i)
+    i += config.snapshot_every
+  if config.iterations not in its:
+    its.append(config.iterations)
+  return its
 
 
 def make_train(config: GANConfig) -> GANTrain:
