@@ -109,6 +109,22 @@ def test_replay_of_the_final_checkpoint_reproduces_results_json_and_verify_passe
           in verify.stdout), verify.stdout
 
 
+def test_replay_of_an_intermediate_step_has_nothing_saved_to_compare(reinforce_run, tmp_path):
+  out = str(tmp_path / "at3")
+  proc = _py("experiments.replay", f"--workdir={reinforce_run}", "--step=3", f"--out={out}")
+  assert proc.returncode == 0, proc.stderr
+  table = _table(proc.stdout)
+  assert table and all(saved == "-" and equal == "-" for saved, _, equal in table.values())
+  assert "replay of step 3: nothing to compare" in proc.stdout.splitlines()[-1], proc.stdout
+  # What it wrote is the run as of chunk 3: the metrics.jsonl values of that chunk.
+  replayed = _load(os.path.join(out, "results.json"))
+  assert replayed["extra"]["chunks_done"] == 3
+  rows = sorted((r for r in _rows(reinforce_run) if r["chunk"] == 3), key=lambda r: r["seed"])
+  assert replayed["metrics"]["final_return_last100"]["per_seed"] == [r["return_last100"]
+                                                                     for r in rows]
+  assert replayed["metrics"]["env_steps"]["per_seed"] == [r["env_steps"] for r in rows]
+
+
 def _perturb_one_ulp(step_dir, path, index):
   """Adds one ULP to one element of one leaf of a saved step, written back in place through
   orbax in the same layout; returns (old, new) of that element."""
