@@ -360,24 +360,34 @@ def huber(x: Array, delta: float = 1.0) -> Array:
   return 0.5 * jnp.square(quadratic) + delta * (abs_x - quadratic)
 
 
+TD_LOSSES = ("huber", "mse", "squared")
+
+
 def td_loss(q_tm1: Array, a_tm1: Array, r_t: Array, terminated_t: Array, gamma: float,
             q_t_target: Array, q_t_online: Array | None = None, loss: str = "huber",
             huber_delta: float = 1.0) -> Array:
-  """DQN loss on one transition: rho(Q(s_{t-1}, a_{t-1}) - y), rho = Huber or (1/2) x^2.
+  """DQN loss on one transition: rho(y - Q(s_{t-1}, a_{t-1})) with y = ``td_target``.
+
+      huber:   rho(x) = x^2 / 2 for |x| <= delta, else delta (|x| - delta / 2)  (Mnih et al.
+               2015's error clipping; torch's smooth_l1_loss with beta = delta = 1);
+      mse:     rho(x) = x^2         (torch's mse_loss, as in CleanRL's dqn.py);
+      squared: rho(x) = x^2 / 2.
 
   Args:
     q_tm1: [A] online values at s_{t-1}.
     a_tm1: scalar int action.
     r_t, terminated_t, gamma, q_t_target, q_t_online: see ``td_target``.
-    loss: "huber" or "squared".
+    loss: one of ``TD_LOSSES``.
     huber_delta: Huber's threshold.
   Returns:
     scalar loss.
   """
   chex.assert_rank([q_tm1, a_tm1], [1, 0])
-  if loss not in ("huber", "squared"):
-    raise ValueError(f"loss must be 'huber' or 'squared', got {loss!r}")
+  if loss not in TD_LOSSES:
+    raise ValueError(f"loss must be one of {TD_LOSSES}, got {loss!r}")
   td_error = td_target(r_t, terminated_t, gamma, q_t_target, q_t_online) - q_tm1[a_tm1]
   if loss == "huber":
     return huber(td_error, huber_delta)
+  if loss == "mse":
+    return jnp.square(td_error)
   return 0.5 * jnp.square(td_error)

@@ -16,10 +16,12 @@ from genrl_jax.run.errors import UserError
 BUILDERS = {
     "vae": "genrl_jax.generative.vae_run",
     "reinforce": "genrl_jax.rl.reinforce_run",
+    "dqn": "genrl_jax.rl.dqn_run",
 }
 ENTRY_POINTS = {  # the command that trains (and resumes) each experiment
     "vae": "experiments.vae",
     "reinforce": "experiments.reinforce",
+    "dqn": "experiments.dqn",
 }
 
 

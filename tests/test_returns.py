@@ -330,7 +330,7 @@ def test_huber_matches_piecewise_formula(x64, delta):
   np.testing.assert_allclose(grads, np.clip(xs, -delta, delta), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("loss", ["huber", "squared"])
+@pytest.mark.parametrize("loss", ["huber", "squared", "mse"])
 def test_td_loss_value_and_gradient(x64, loss):
   rng = np.random.default_rng(6)
   gamma, delta, num_actions = 0.9, 1.0, 4
@@ -342,9 +342,11 @@ def test_td_loss_value_and_gradient(x64, loss):
     q_t = rng.normal(size=num_actions) * 3
     y = r + (0.0 if term else gamma * q_t.max())
     err = y - q_tm1[a_tm1]
-    expected = python_huber(err, delta) if loss == "huber" else 0.5 * err * err
+    expected = {"huber": python_huber(err, delta), "squared": 0.5 * err * err,
+                "mse": err * err}[loss]
     expected_grad = np.zeros(num_actions)
-    expected_grad[a_tm1] = -(np.clip(err, -delta, delta) if loss == "huber" else err)
+    expected_grad[a_tm1] = -{"huber": np.clip(err, -delta, delta), "squared": err,
+                             "mse": 2.0 * err}[loss]
     fn = lambda q, qt: losses.td_loss(q, jnp.asarray(a_tm1), jnp.asarray(r), jnp.asarray(term),
                                       gamma, qt, loss=loss, huber_delta=delta)
     val, (grad_q, grad_qt) = jax.value_and_grad(fn, argnums=(0, 1))(jnp.asarray(q_tm1),

@@ -86,7 +86,7 @@ def run_until(update: Callable[[Any], tuple[Any, dict[str, Array]]], state: Any,
               start: Array, end: Array, counter: Callable[[Any], Array], points: int,
               sum_keys: Sequence[str], max_keys: Mapping[str, str],
               curve_fn: Callable[[Any, dict[str, Array]], dict[str, Array]],
-              seed_axis: str | None) -> tuple[Any, dict[str, Array]]:
+              seed_axis: str | None, lockstep: bool = False) -> tuple[Any, dict[str, Array]]:
   """Applies ``update`` until ``counter(state) >= end``; sums and maxima of its metrics, curve.
 
   Under a vmap that names ``seed_axis`` the loop runs until every seed is done, and a seed that
@@ -103,6 +103,10 @@ def run_until(update: Callable[[Any], tuple[Any, dict[str, Array]]], state: Any,
     max_keys: {output name: metric}: maxima over the chunk's updates (0 floor).
     curve_fn: (state after the update, its metrics) -> {name: value} recorded at each mark.
     seed_axis: the seeds' vmap axis name, or None.
+    lockstep: every update moves every seed's counter by the same amount (e.g. a fixed number
+      of env steps), so all seeds start and end the chunk together and no seed is ever done
+      while another runs: the per-seed select of the whole state (a copy of, e.g., a replay
+      buffer per update) is skipped.
   Returns:
     (state at the chunk's end, acc) where acc holds the sums (``sum_keys``), ``updates`` (the
     number applied), the maxima, each curve value as a [points] array, and ``recorded``.
@@ -118,7 +122,7 @@ def run_until(update: Callable[[Any], tuple[Any, dict[str, Array]]], state: Any,
     active = counter(s) < end
     new_s, m = update(s)
     crossed = active & ~acc["recorded"] & (marks <= counter(new_s))             # [P]
-    s = jax.tree.map(lambda a, b: jnp.where(active, a, b), new_s, s)
+    s = new_s if lockstep else jax.tree.map(lambda a, b: jnp.where(active, a, b), new_s, s)
     acc = {k: acc[k] + jnp.where(active, m[k], 0.0) for k in sum_keys} | {
         "updates": acc["updates"] + active.astype(jnp.float32)} | {
         out: jnp.maximum(acc[out], jnp.where(active, m[key], 0.0))

@@ -51,7 +51,7 @@ def summarize(history: list[dict[str, np.ndarray]], target: float | None
   """
   metrics = {
       "final_return_last100": stack_history(history, "return_last100")[-1],
-      "auc_return": curves(history, "curve_return").mean(axis=1),
+      "auc_return": np.nanmean(curves(history, "curve_return"), axis=1),   # NaN: no episode yet
       "env_steps": stack_history(history, "env_steps")[-1],
       "updates": stack_history(history, "updates")[-1],
   }

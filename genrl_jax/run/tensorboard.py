@@ -17,7 +17,9 @@ shows every seed of every run of a sweep side by side.
 
 The writer is tensorboardX (protobuf + numpy; clu's TensorBoard writer goes through TensorFlow's
 ``tf.summary``, which this project does not install), used through its synchronous
-``EventsWriter`` and its ``summary.scalar`` protos rather than its ``SummaryWriter``: that one
+``EventsWriter`` and the ``Summary`` proto (built directly: tensorboardX's ``summary.scalar``
+logs a warning for every NaN, which would break the one-line error of a diverged run) rather
+than its ``SummaryWriter``: that one
 queues events to a background thread per writer (one per seed) and its ``flush`` does not drain
 the queue, so a killed run could lose its last chunks. Here every chunk's events are written and
 flushed in ``append``, like ``metrics.jsonl``'s lines.
@@ -29,8 +31,8 @@ import os
 import time
 
 import numpy as np
-from tensorboardX import event_file_writer, summary
-from tensorboardX.proto import event_pb2
+from tensorboardX import event_file_writer
+from tensorboardX.proto import event_pb2, summary_pb2
 
 TENSORBOARD_DIR = "tensorboard"
 
@@ -86,7 +88,9 @@ class TensorBoardLog:
       for name, value in scalars.items():
         if value is not None:
           writer.write_event(event_pb2.Event(wall_time=wall_time, step=int(chunk),
-                                             summary=summary.scalar(name, value)))
+                                             summary=summary_pb2.Summary(value=[
+                                                 summary_pb2.Summary.Value(
+                                                     tag=name, simple_value=value)])))
       writer.flush()
 
   def close(self) -> None:
