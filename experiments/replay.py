@@ -66,6 +66,9 @@ def main(argv):
   if unequal:
     print(f"replay of step {step}: {', '.join(unequal)} differ from the saved results; "
           f"replayed results in {out}", flush=True)
+  elif not compared:
+    print(f"replay of step {step}: nothing to compare (the saved {runner_lib.RESULTS_FILE} is "
+          f"of another step, or missing); results and figures in {out}", flush=True)
   else:
     print(f"replay of step {step}: {len(compared)} saved values reproduced exactly; results "
           f"and figures in {out}", flush=True)

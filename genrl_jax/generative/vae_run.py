@@ -40,7 +40,7 @@ def make_experiment(config: vae.VAEConfig, dataset: images.ImageDataset,
                     data_config: images.DataConfig, seed_loop: str = "auto",
                     name: str = "vae") -> runner.Experiment:
   """The VAE run: one epoch per chunk, the test -ELBO and IWAE NLL at the end, its figures."""
-  data = images.device_arrays(dataset, config.binarize)
+  data = images.device_arrays(dataset, config.binarize, with_labels=config.num_classes > 0)
   train = vae.make_train(config)
   n_train, n_test = dataset.train_images.shape[0], dataset.test_images.shape[0]
 

@@ -19,6 +19,7 @@ import os
 import shlex
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax import registry
@@ -181,9 +182,11 @@ def format_table(rows: list[tuple]) -> str:
 def ulp_distance(a: np.ndarray, b: np.ndarray) -> int:
   """The largest number of representable floats between a and b (0 for equal arrays)."""
   a, b = np.asarray(a), np.asarray(b)
-  if not np.issubdtype(a.dtype, np.floating):
+  # jnp.issubdtype, not np's: bfloat16 (ml_dtypes) is not a subtype of np.floating, and as an
+  # integer it would be truncated (1.0 and 1.0078125 would count as 0 ULP apart).
+  if not jnp.issubdtype(a.dtype, jnp.floating):
     return int(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))) if a.size else 0
-  ints = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
+  ints = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
 
   def ordered(x):  # the float bit patterns as integers that sort like the floats
     i = x.view(ints).astype(np.int64)

@@ -192,6 +192,8 @@ class RetraceError(RuntimeError):
 
 
 def _format_duration(seconds: float) -> str:
+  if seconds < 1:
+    return "<1 s"
   if seconds < 90:
     return f"{seconds:.0f} s"
   if seconds < 5400:
