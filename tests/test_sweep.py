@@ -51,18 +51,18 @@ def test_parse_product_and_one_line_errors():
 
 @pytest.mark.parametrize("seed_loop", ["vmap", "map"])
 def test_each_cell_equals_its_separate_run(tmp_path, seed_loop):
-  values, seeds = (1e-2, 3e-3, 1e-3), 2
+  values, seeds = (1e-2, 1e-3), 2
   spec = "learning_rate=" + ",".join(map(str, values))
   exp = _vae(seed_loop=seed_loop)
   swept = runner.run(exp, seeds=seeds, seed=5, sweep=spec, workdir=str(tmp_path),
                      log=lambda _: None)
-  # One compile of the chunk for all 6 cells (trace_once would have raised on a second trace).
+  # One compile of the chunk for all 4 cells (trace_once would have raised on a second trace).
   doc = json.load(open(tmp_path / "results.json"))
   assert doc["seeds"] == [5, 6]
-  assert [c["seed"] for c in doc["extra"]["sweep"]["cells"]] == [5, 6] * 3
+  assert [c["seed"] for c in doc["extra"]["sweep"]["cells"]] == [5, 6] * 2
   assert (tmp_path / "sweep.png").stat().st_size > 0
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  assert len(rows) == 2 * 6 and {r["learning_rate"] for r in rows} == set(values)
+  assert len(rows) == 2 * 4 and {r["learning_rate"] for r in rows} == set(values)
   last = {r["cell"]: r for r in rows if r["chunk"] == 2}
   for v, lr in enumerate(values):
     one = runner.run(_vae(dataclasses.replace(CONFIG, learning_rate=lr), seed_loop),
@@ -76,7 +76,7 @@ def test_each_cell_equals_its_separate_run(tmp_path, seed_loop):
       np.testing.assert_allclose(swept.history[-1]["loss"][v * seeds + i],
                                  one.history[-1]["loss"][i], rtol=1e-5)
   # Different learning rates really train differently.
-  assert len({round(x, 6) for x in swept.history[-1]["loss"][::seeds]}) == 3
+  assert len({round(x, 6) for x in swept.history[-1]["loss"][::seeds]}) == 2
 
 
 def test_sweep_resumes_after_a_stop(tmp_path):
