@@ -96,6 +96,13 @@ def main():
         f"{sweep_rate:,.0f} ex/s over all cells; wall {sweep_wall:.1f} s incl. compile and "
         "final evaluation", flush=True)
 
+  # The same program shape without a swept argument: as many seeds of one value, one program.
+  plain = runner.run(vae_run.make_experiment(config, ds, data_config, args.seed_loop),
+                     seeds=cells, seed_loop=args.seed_loop, log=lambda s: None)
+  plain_rate, _ = _steady_rate(plain, per_cell, cells)
+  print(f"peer: {cells} seeds of one learning rate in one program (no sweep argument): steady "
+        f"{plain_rate:,.0f} ex/s over all seeds", flush=True)
+
   seq_seconds, seq_wall, max_rel = 0.0, 0.0, 0.0
   for v, point in enumerate(sweep_lib.grid_points(grid)):
     for i in range(args.seeds):
@@ -115,7 +122,8 @@ def main():
   print(f"one after another: {cells} 1-seed programs; steady {seq_rate:,.0f} ex/s over all cells; "
         f"wall {seq_wall:.1f} s incl. {cells} compiles and final evaluations")
   print(f"ratio sweep / one after another: steady {sweep_rate / seq_rate:.2f}x, wall "
-        f"{seq_wall / sweep_wall:.2f}x")
+        f"{seq_wall / sweep_wall:.2f}x; sweep / {cells} seeds without a sweep: steady "
+        f"{sweep_rate / plain_rate:.2f}x")
   print(f"per-cell results (final test -ELBO, IWAE NLL, last train -ELBO) vs the separate runs: "
         f"max relative difference {max_rel:.2e}")
   print(f"results: {os.path.join(args.workdir, runner.RESULTS_FILE)}, plot "
@@ -124,6 +132,7 @@ def main():
   if args.out:
     runner.write_json(args.out, {
         "cells": cells, "sweep_steady_ex_per_s": sweep_rate, "sequential_steady_ex_per_s": seq_rate,
+        "same_shape_no_sweep_steady_ex_per_s": plain_rate,
         "sweep_wall_s": sweep_wall, "sequential_wall_s": seq_wall, "chunk_traces": traces[0],
         "max_relative_difference": max_rel, "matmul_gflops": peak, "load_average": load})
 
