@@ -1,7 +1,8 @@
 """Reproducibility studies through ``python -m experiments.replay``, in real processes: replay of
-the final checkpoint gives the saved results.json exactly, ``--verify`` passes on an honest run
-and catches a one-ULP change in a saved checkpoint, an extracted seed continues to the original
-seed's numbers, and bad input is one ``error:`` line. Plus the ULP arithmetic against numpy."""
+the final checkpoint gives the saved results.json exactly and ``--verify`` passes, for every
+experiment in the registry; ``--verify`` catches a one-ULP change in a saved checkpoint; an
+extracted seed continues to the original seed's numbers; bad input is one ``error:`` line. Plus
+the ULP arithmetic against numpy."""
 
 import json
 import math
@@ -18,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from genrl_jax import registry
 from genrl_jax.run import replay
 from tests.experiment_cli import assert_one_line_error
 from tests.test_data import write_mnist_like
@@ -29,6 +31,10 @@ VAE_FLAGS = ["--hidden=16", "--latent_dim=2", "--batch_size=16", "--epochs=3", "
              "--eval_iw_samples=4", "--keep_every=1"]
 REINFORCE_FLAGS = ["--max_episode_steps=20", "--num_envs=4", "--total_env_steps=2400",
                    "--num_chunks=6", "--seeds=2", "--keep_every=1"]
+DQN_FLAGS = ["--max_episode_steps=20", "--num_envs=4", "--train_frequency=4", "--hidden_sizes=16",
+             "--buffer_size=2000", "--batch_size=32", "--learning_starts=1000",
+             "--target_update_period=200", "--total_env_steps=4000", "--num_chunks=4",
+             "--points_per_chunk=2", "--eval_episodes=2", "--seeds=2", "--keep_every=1"]
 TIMING = set(replay.TIMING_KEYS)
 
 
@@ -66,6 +72,14 @@ def reinforce_run(tmp_path_factory):
   return workdir
 
 
+@pytest.fixture(scope="module")
+def dqn_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("dqn") / "run")
+  proc = _py("experiments.dqn", f"--workdir={workdir}", *DQN_FLAGS)
+  assert proc.returncode == 0, proc.stderr
+  return workdir
+
+
 def _table(stdout):
   """{name: (saved, replayed, equal)} from the printed markdown table."""
   out = {}
@@ -76,9 +90,15 @@ def _table(stdout):
   return out
 
 
-@pytest.mark.parametrize("which,figures", [("vae", {"learning_curves.png", "prior_samples.png",
-                                                     "reconstructions.png"}),
-                                            ("reinforce", {"return.png"})])
+FIGURES = {"vae": {"learning_curves.png", "prior_samples.png", "reconstructions.png"},
+           "reinforce": {"return.png"}, "dqn": {"return.png"}}
+
+
+def test_every_registered_experiment_has_its_replay_test():
+  assert set(registry.BUILDERS) == set(FIGURES)  # add the new one's tiny run above
+
+
+@pytest.mark.parametrize("which,figures", sorted(FIGURES.items()))
 def test_replay_of_the_final_checkpoint_reproduces_results_json_and_verify_passes(
     request, tmp_path, which, figures):
   workdir = request.getfixturevalue(f"{which}_run")
