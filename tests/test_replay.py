@@ -145,6 +145,23 @@ def test_replay_of_an_intermediate_step_has_nothing_saved_to_compare(reinforce_r
   assert replayed["metrics"]["env_steps"]["per_seed"] == [r["env_steps"] for r in rows]
 
 
+def test_replay_reports_a_saved_value_it_does_not_reproduce(reinforce_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reinforce_run, workdir, ignore=shutil.ignore_patterns("replay"))
+  path = os.path.join(workdir, "results.json")
+  results = _load(path)
+  per_seed = results["metrics"]["auc_return"]["per_seed"]
+  per_seed[0] = float(np.nextafter(per_seed[0], np.inf))  # one float64 ULP, mean left as it was
+  with open(path, "w") as f:
+    json.dump(results, f)
+  proc = _py("experiments.replay", f"--workdir={workdir}", f"--out={tmp_path / 'out'}")
+  assert proc.returncode == 1, proc.stdout + proc.stderr
+  table = _table(proc.stdout)
+  assert {name for name, (_, _, equal) in table.items() if equal != "yes"} == {"auc_return"}
+  assert table["auc_return"][2] == "NO"
+  assert "replay of step 6: auc_return differ from the saved results" in proc.stdout
+
+
 def _perturb_one_ulp(step_dir, path, index):
   """Adds one ULP to one element of one leaf of a saved step, written back in place through
   orbax in the same layout; returns (old, new) of that element."""
