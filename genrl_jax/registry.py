@@ -17,11 +17,15 @@ BUILDERS = {
     "vae": "genrl_jax.generative.vae_run",
     "reinforce": "genrl_jax.rl.reinforce_run",
     "dqn": "genrl_jax.rl.dqn_run",
+    "cvae": "genrl_jax.generative.cvae_run",
+    "gan": "genrl_jax.generative.gan_run",
 }
 ENTRY_POINTS = {  # the command that trains (and resumes) each experiment
     "vae": "experiments.vae",
     "reinforce": "experiments.reinforce",
     "dqn": "experiments.dqn",
+    "cvae": "experiments.cvae",
+    "gan": "experiments.gan",
 }
 
 

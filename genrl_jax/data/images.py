@@ -233,8 +233,11 @@ def dynamic_binarize(key: jax.Array, x: jax.Array) -> jax.Array:
   return jax.random.bernoulli(key, x).astype(x.dtype)
 
 
-def device_arrays(dataset: ImageDataset, binarize: str) -> dict[str, jax.Array]:
-  """Both splits on the device as flat uint8 [N, P], binarization applied where it is fixed.
+def device_arrays(dataset: ImageDataset, binarize: str,
+                  with_labels: bool = False) -> dict[str, jax.Array]:
+  """Both splits on the device as flat uint8 [N, P], binarization applied where it is fixed;
+  ``with_labels`` adds ``train_labels`` / ``test_labels`` as int32 [N] (one clear error when the
+  data set has none).
 
   dynamic: train stays grayscale (binarized per batch in the train step); test binarized once.
   static:  train and test binarized once (``binarize_static``).
@@ -248,7 +251,14 @@ def device_arrays(dataset: ImageDataset, binarize: str) -> dict[str, jax.Array]:
   if binarize == "static":
     train = binarize_static(train, BINARIZE_SEED)
   flat = lambda a: jnp.asarray(a.reshape(a.shape[0], -1))
-  return {"train": flat(train), "test": flat(test)}
+  arrays = {"train": flat(train), "test": flat(test)}
+  if with_labels:
+    if dataset.train_labels is None or dataset.test_labels is None:
+      raise UserError(f"this experiment needs class labels, and {dataset.source} has none; add "
+                      "the *-labels-idx1-ubyte files beside the image files")
+    arrays["train_labels"] = jnp.asarray(dataset.train_labels, jnp.int32)
+    arrays["test_labels"] = jnp.asarray(dataset.test_labels, jnp.int32)
+  return arrays
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,13 @@ Kingma & Welling (2013), Auto-Encoding Variational Bayes: the SGVB estimator wit
 KL (eq. 10) and the reparameterization trick; Bernoulli decoder, Gaussian encoder (appendix C).
 Test log-likelihood with the importance-weighted bound of Burda et al. (2015), eq. 8.
 
+The conditional VAE (Sohn et al. 2015) is the same code with a label input: with
+``config.num_classes = K > 0`` every function below takes the examples' one-hot labels y and
+bounds log p(x|y) >= E_q(z|x,y)[log p(x|z,y)] - KL(q(z|x,y) || p(z|y)), where p(z|y) is
+N(0, sigma_p^2 I) (``prior="standard"``) or the model's learned N(mu(y), diag(s(y)^2))
+(``prior="learned"``), the KL in the general closed form of ``losses.gaussian_kl``. The data then
+holds ``train_labels`` / ``test_labels`` (``images.device_arrays``).
+
 Everything here is pure and works on ONE seed; the runner vmaps it over seeds. ``make_train``
 only assembles the module-level pieces into the runner's ``init`` / ``chunk`` pair.
 """
@@ -29,6 +36,7 @@ from genrl_jax.run.runner import Train
 Array = chex.Array
 Params = Any
 _INV_255 = 1.0 / 255.0
+PRIORS = ("standard", "learned")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +79,16 @@ class VAEConfig:
                                    "test examples.", check=cfg.at_least_one)
   eval_iw_rows: int = cfg.field(5000, "Test examples x k samples decoded at once in the IWAE "
                                 "evaluation (memory cap).", flag=None)
+  num_classes: int = cfg.field(0, "K > 0: a conditional VAE on K labels (set from the data).",
+                               flag=None)
+  prior: str = cfg.field("standard", "p(z|y): 'standard' or 'learned'.", flag=None,
+                         choices=PRIORS)
 
   @property
   def prior_log_var(self) -> float:
-    return 2.0 * math.log(self.prior_std)
+    # jnp.log when prior_std is a traced scalar (an in-program --sweep of prior_std).
+    log = math.log if isinstance(self.prior_std, (int, float)) else jnp.log
+    return 2.0 * log(self.prior_std)
 
   @property
   def num_pixels(self) -> int:
@@ -97,7 +111,8 @@ class VAEState:
 
 def make_model(config: VAEConfig) -> vae_models.VAE:
   return vae_models.VAE(latent_dim=config.latent_dim, hidden=tuple(config.hidden),
-                        image_shape=tuple(config.image_shape), arch=config.arch)
+                        image_shape=tuple(config.image_shape), arch=config.arch,
+                        num_classes=config.num_classes)
 
 
 def make_optimizer(config: VAEConfig) -> optax.GradientTransformation:
@@ -105,15 +120,32 @@ def make_optimizer(config: VAEConfig) -> optax.GradientTransformation:
 
 
 def init_params(model: vae_models.VAE, key: jax.Array, num_pixels: int) -> Params:
-  return model.init(key, jnp.zeros((1, num_pixels), jnp.float32))["params"]
+  y = jnp.zeros((1, model.num_classes), jnp.float32) if model.num_classes else None
+  return model.init(key, jnp.zeros((1, num_pixels), jnp.float32), y)["params"]
 
 
-def encode(model: vae_models.VAE, params: Params, x: Array) -> tuple[Array, Array]:
-  return model.apply({"params": params}, x, method=vae_models.VAE.encode)
+def encode(model: vae_models.VAE, params: Params, x: Array,
+           y: Array | None = None) -> tuple[Array, Array]:
+  return model.apply({"params": params}, x, y, method=vae_models.VAE.encode)
 
 
-def decode(model: vae_models.VAE, params: Params, z: Array) -> Array:
-  return model.apply({"params": params}, z, method=vae_models.VAE.decode)
+def decode(model: vae_models.VAE, params: Params, z: Array, y: Array | None = None) -> Array:
+  return model.apply({"params": params}, z, y, method=vae_models.VAE.decode)
+
+
+def one_hot(labels: Array, num_classes: int) -> Array:
+  return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+
+
+def prior_params(model: vae_models.VAE, params: Params, y: Array | None, prior: str,
+                 prior_log_var: float) -> tuple[Array | float, Array | float]:
+  """(mean_p, log_var_p) of p(z|y): the learned N(mu(y), s(y)^2) for ``prior="learned"``
+  (y required), else N(0, exp(prior_log_var) I) as scalars (broadcast by the losses)."""
+  if prior == "learned":
+    if y is None:
+      raise ValueError("the learned prior p(z|y) needs the label y")
+    return model.apply({"params": params}, y, method=vae_models.VAE.prior)
+  return 0.0, prior_log_var
 
 
 def to_targets(images_u8: Array) -> Array:
@@ -122,52 +154,65 @@ def to_targets(images_u8: Array) -> Array:
 
 
 def example_neg_elbo(params: Params, model: vae_models.VAE, key: jax.Array, x: Array,
-                     num_samples: int, prior_log_var: float) -> tuple[Array, Array]:
+                     num_samples: int, prior_log_var: float, y: Array | None = None,
+                     prior: str = "standard") -> tuple[Array, Array]:
   """-ELBO of one example x [P] with J = num_samples, and its KL term (both scalars, nats).
 
       -L(x) = -(1/J) sum_j log p(x | z_j) + KL(q(z|x) || N(0, sigma_p^2 I))   (K&W 2013, eq. 10)
+
+  With the one-hot label y [K]: -(1/J) sum_j log p(x | z_j, y) + KL(q(z|x,y) || p(z|y)), p(z|y)
+  from ``prior_params``.
   """
   chex.assert_rank(x, 1)
-  mean, log_var = encode(model, params, x)
-  log_likelihood = lambda z: losses.bernoulli_log_likelihood(x, decode(model, params, z))
-  elbo = losses.elbo(key, mean, log_var, log_likelihood, num_samples, 0.0, prior_log_var)
-  kl = losses.gaussian_kl(mean, log_var, 0.0, prior_log_var)
+  mean, log_var = encode(model, params, x, y)
+  mean_p, log_var_p = prior_params(model, params, y, prior, prior_log_var)
+  log_likelihood = lambda z: losses.bernoulli_log_likelihood(x, decode(model, params, z, y))
+  elbo = losses.elbo(key, mean, log_var, log_likelihood, num_samples, mean_p, log_var_p)
+  kl = losses.gaussian_kl(mean, log_var, mean_p, log_var_p)
   return -elbo, kl
 
 
 def example_log_likelihood_bound(params: Params, model: vae_models.VAE, key: jax.Array, x: Array,
-                                 num_samples: int, prior_log_var: float) -> Array:
-  """IWAE_k(x) = log (1/k) sum_i p(x, z_i) / q(z_i|x) <= log p(x) (Burda et al. 2015, eq. 8)."""
+                                 num_samples: int, prior_log_var: float, y: Array | None = None,
+                                 prior: str = "standard") -> Array:
+  """IWAE_k(x) = log (1/k) sum_i p(x, z_i) / q(z_i|x) <= log p(x) (Burda et al. 2015, eq. 8);
+  with the label y, the same bound on log p(x|y) with p(x, z|y) = p(x|z,y) p(z|y), q(z|x,y)."""
   chex.assert_rank(x, 1)
-  mean, log_var = encode(model, params, x)
+  mean, log_var = encode(model, params, x, y)
+  mean_p, log_var_p = prior_params(model, params, y, prior, prior_log_var)
 
   def log_joint(z):
-    log_prior = losses.gaussian_log_prob(z, jnp.zeros_like(z), prior_log_var)
-    return losses.bernoulli_log_likelihood(x, decode(model, params, z)) + log_prior
+    log_prior = losses.gaussian_log_prob(z, jnp.broadcast_to(mean_p, z.shape), log_var_p)
+    return losses.bernoulli_log_likelihood(x, decode(model, params, z, y)) + log_prior
 
   return losses.iwae_bound(key, mean, log_var, log_joint, num_samples)
 
 
 def batch_loss(params: Params, model: vae_models.VAE, key: jax.Array, x: Array, num_samples: int,
-               prior_log_var: float) -> tuple[Array, Array]:
-  """Mean -ELBO over a batch x [B, P] (the training loss) and the mean KL (aux)."""
+               prior_log_var: float, y: Array | None = None,
+               prior: str = "standard") -> tuple[Array, Array]:
+  """Mean -ELBO over a batch x [B, P] (labels y [B, K] or None) and the mean KL (aux)."""
   chex.assert_rank(x, 2)
   keys = jax.random.split(key, x.shape[0])
-  neg_elbo, kl = jax.vmap(example_neg_elbo, in_axes=(None, None, 0, 0, None, None))(
-      params, model, keys, x, num_samples, prior_log_var)
+  per_example = lambda k, xi, yi: example_neg_elbo(params, model, k, xi, num_samples,
+                                                   prior_log_var, yi, prior)
+  neg_elbo, kl = jax.vmap(per_example)(keys, x, y)
   return jnp.mean(neg_elbo), jnp.mean(kl)
 
 
 def train_step(params: Params, opt_state: optax.OptState, key: jax.Array, batch_u8: Array,
                model: vae_models.VAE, optimizer: optax.GradientTransformation,
-               config: VAEConfig) -> tuple[Params, optax.OptState, Array, Array]:
-  """One Adam step on a batch of stored uint8 images [B, P]; returns (params, opt_state, -elbo, kl)."""
+               config: VAEConfig,
+               labels: Array | None = None) -> tuple[Params, optax.OptState, Array, Array]:
+  """One Adam step on a batch of stored uint8 images [B, P] (integer labels [B] for a CVAE);
+  returns (params, opt_state, -elbo, kl)."""
   binarize_key, sample_key = jax.random.split(key)
   x = to_targets(batch_u8)
   if config.binarize == "dynamic":
     x = images_lib.dynamic_binarize(binarize_key, x)
+  y = None if labels is None else one_hot(labels, config.num_classes)
   (loss, kl), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-      params, model, sample_key, x, config.num_samples, config.prior_log_var)
+      params, model, sample_key, x, config.num_samples, config.prior_log_var, y, config.prior)
   updates, opt_state = optimizer.update(grads, opt_state, params)
   return optax.apply_updates(params, updates), opt_state, loss, kl
 
@@ -184,9 +229,10 @@ def epoch_order(key: jax.Array, num_examples: int, batch_size: int) -> Array:
 
 
 def train_epoch(state: VAEState, train_u8: Array, model: vae_models.VAE,
-                optimizer: optax.GradientTransformation,
-                config: VAEConfig) -> tuple[VAEState, dict[str, Array]]:
-  """One pass over a fresh permutation of the training set (a lax.scan over its batches).
+                optimizer: optax.GradientTransformation, config: VAEConfig,
+                train_labels: Array | None = None) -> tuple[VAEState, dict[str, Array]]:
+  """One pass over a fresh permutation of the training set (a lax.scan over its batches);
+  ``train_labels`` [N] (a CVAE) travel with their images.
 
   The permutation and every per-step key derive from (state.key, state.epoch), so an epoch is a
   pure function of the state: resuming from a checkpoint repeats it bit for bit.
@@ -198,8 +244,9 @@ def train_epoch(state: VAEState, train_u8: Array, model: vae_models.VAE,
   def body(carry, xs):
     params, opt_state = carry
     step, idx = xs
+    labels = None if train_labels is None else train_labels[idx]
     params, opt_state, loss, kl = train_step(params, opt_state, jax.random.fold_in(steps_key, step),
-                                             train_u8[idx], model, optimizer, config)
+                                             train_u8[idx], model, optimizer, config, labels)
     return (params, opt_state), (loss, kl)
 
   (params, opt_state), (loss, kl) = jax.lax.scan(
@@ -208,8 +255,10 @@ def train_epoch(state: VAEState, train_u8: Array, model: vae_models.VAE,
   return state.replace(params=params, opt_state=opt_state, epoch=state.epoch + 1), metrics
 
 
-def _map_padded(fn: Callable[[Array, Array], Array], images_u8: Array, batch_size: int) -> Array:
-  """Mean over all examples of fn(keys_index, x_batch) -> [b] values, in batches (lax.map).
+def _map_padded(fn: Callable[[Array, Array, Array | None], Array], images_u8: Array,
+                batch_size: int, labels: Array | None = None) -> Array:
+  """Mean over all examples of fn(keys_index, x_batch, labels_batch or None) -> [b] values, in
+  batches (lax.map).
 
   The set is padded to a whole number of batches; padded rows are masked out of the mean.
   """
@@ -218,36 +267,55 @@ def _map_padded(fn: Callable[[Array, Array], Array], images_u8: Array, batch_siz
   n_batches = -(-n // batch_size)
   pad = n_batches * batch_size - n
   x = jnp.pad(images_u8, ((0, pad), (0, 0))).reshape(n_batches, batch_size, -1)
+  y = None if labels is None else jnp.pad(labels, (0, pad)).reshape(n_batches, batch_size)
   index = jnp.arange(n_batches * batch_size).reshape(n_batches, batch_size)
-  values = jax.lax.map(lambda a: fn(a[0], to_targets(a[1])), (index, x))
+  values = jax.lax.map(lambda a: fn(a[0], to_targets(a[1]), a[2]), (index, x, y))
   mask = (index < n).astype(values.dtype)
   return jnp.sum(values * mask) / n
 
 
+def _labels_one_hot(labels: Array | None, config: VAEConfig) -> Array | None:
+  return None if labels is None else one_hot(labels, config.num_classes)
+
+
 def evaluate_neg_elbo(params: Params, model: vae_models.VAE, key: jax.Array, images_u8: Array,
-                  config: VAEConfig) -> Array:
-  """Mean -ELBO (J = 1 sample per example, closed-form KL) over a test set [M, P] uint8."""
-  def batch_values(index, x):
+                      config: VAEConfig, labels: Array | None = None) -> Array:
+  """Mean -ELBO (J = 1 sample per example, closed-form KL) over a test set [M, P] uint8 (a
+  CVAE's: of log p(x|y), with the test labels [M])."""
+  def batch_values(index, x, y):
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, index)
-    neg_elbo, _ = jax.vmap(example_neg_elbo, in_axes=(None, None, 0, 0, None, None))(
-        params, model, keys, x, 1, config.prior_log_var)
+    per_example = lambda k, xi, yi: example_neg_elbo(params, model, k, xi, 1, config.prior_log_var,
+                                                     yi, config.prior)
+    neg_elbo, _ = jax.vmap(per_example)(keys, x, _labels_one_hot(y, config))
     return neg_elbo
-  return _map_padded(batch_values, images_u8, config.eval_batch_size)
+  return _map_padded(batch_values, images_u8, config.eval_batch_size, labels)
 
 
 def evaluate_nll(params: Params, model: vae_models.VAE, key: jax.Array, images_u8: Array,
-             config: VAEConfig, num_samples: int | None = None) -> Array:
-  """Test NLL estimate -mean_x IWAE_k(x), k = num_samples (default config.eval_iw_samples).
+                 config: VAEConfig, num_samples: int | None = None,
+                 labels: Array | None = None) -> Array:
+  """Test NLL estimate -mean_x IWAE_k(x), k = num_samples (default config.eval_iw_samples);
+  with the test labels, -mean_x IWAE_k(x|y), the estimate of -log p(x|y).
 
   An upper bound on the true NLL in expectation, tightening as k grows (Burda et al. 2015).
   """
   k = num_samples or config.eval_iw_samples
-  def batch_values(index, x):
+  def batch_values(index, x, y):
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, index)
-    bound = jax.vmap(example_log_likelihood_bound, in_axes=(None, None, 0, 0, None, None))(
-        params, model, keys, x, k, config.prior_log_var)
-    return -bound
-  return _map_padded(batch_values, images_u8, max(1, config.eval_iw_rows // k))
+    per_example = lambda kk, xi, yi: example_log_likelihood_bound(
+        params, model, kk, xi, k, config.prior_log_var, yi, config.prior)
+    return -jax.vmap(per_example)(keys, x, _labels_one_hot(y, config))
+  return _map_padded(batch_values, images_u8, max(1, config.eval_iw_rows // k), labels)
+
+
+def conditional_samples(params: Params, model: vae_models.VAE, key: jax.Array, labels: Array,
+                        config: VAEConfig) -> Array:
+  """Bernoulli means sigmoid(decoder(z, y)) [N, P] of z ~ p(z|y) for integer labels [N]."""
+  y = one_hot(labels, config.num_classes)
+  mean_p, log_var_p = prior_params(model, params, y, config.prior, config.prior_log_var)
+  eps = jax.random.normal(key, (labels.shape[0], config.latent_dim))
+  z = mean_p + jnp.exp(0.5 * jnp.asarray(log_var_p)) * eps
+  return jax.nn.sigmoid(decode(model, params, z, y))
 
 
 def epoch_eval_key(state: VAEState) -> jax.Array:
@@ -292,17 +360,24 @@ def make_train(config: VAEConfig) -> Train:
     return VAEState(params=params, opt_state=optimizer.init(params), key=train_key,
                     eval_key=eval_key, epoch=jnp.zeros((), jnp.int32))
 
+  def labels(data: dict, split: str) -> Array | None:
+    return data[f"{split}_labels"] if config.num_classes else None
+
   def chunk(state: VAEState, data: dict) -> tuple[VAEState, dict[str, Array]]:
-    state, metrics = train_epoch(state, data["train"], model, optimizer, config)
+    state, metrics = train_epoch(state, data["train"], model, optimizer, config,
+                                 labels(data, "train"))
     metrics["test_neg_elbo"] = evaluate_neg_elbo(state.params, model, epoch_eval_key(state),
-                                             data["test"], config)
+                                                 data["test"], config, labels(data, "test"))
     return state, metrics
 
   def evaluate(state: VAEState, data: dict) -> dict[str, Array]:
     key = final_eval_key(state)
     elbo_key, nll_key = jax.random.split(key)
-    return {"test_neg_elbo": evaluate_neg_elbo(state.params, model, elbo_key, data["test"], config),
-            "test_nll": evaluate_nll(state.params, model, nll_key, data["test"], config)}
+    test_labels = labels(data, "test")
+    return {"test_neg_elbo": evaluate_neg_elbo(state.params, model, elbo_key, data["test"], config,
+                                               test_labels),
+            "test_nll": evaluate_nll(state.params, model, nll_key, data["test"], config,
+                                     labels=test_labels)}
 
   return Train(init=init, chunk=chunk, evaluate=evaluate, static=VAEParts(model, optimizer))
 

@@ -3,6 +3,13 @@
 q(z|x) = N(mu(x), diag(exp(log_var(x)))) from an encoder with a mean head and a log-variance head;
 p(x|z) = prod_j Bernoulli(x_j; sigmoid(l_j(z))) from a decoder that outputs logits l(z).
 
+Conditional VAE (Sohn, Lee & Yan 2015, "Learning structured output representation using deep
+conditional generative models"): with ``num_classes > 0`` the label's one-hot vector y is an
+input of q(z|x,y) and p(x|z,y) — concatenated to x (MLP) or to the flattened convolution
+features (conv) in the encoder, and to z in the decoder — and ``prior(y)`` gives the parameters
+of a label-conditional prior p(z|y) = N(mu(y), diag(exp(log_var(y)))) (one linear layer on y,
+i.e. a learned mean and log-variance per label).
+
 Images travel as flat pixel vectors ``[..., P]`` (P = H * W * C) with values in [0, 1]; the conv
 modules reshape to ``[..., H, W, C]`` internally. Any number of leading batch axes is accepted, so
 the same module serves one example (under ``jax.vmap``) and whole batches.
@@ -32,8 +39,8 @@ class MLPEncoder(nn.Module):
   latent_dim: int
 
   @nn.compact
-  def __call__(self, x: Array) -> tuple[Array, Array]:
-    h = x
+  def __call__(self, x: Array, y: Array | None = None) -> tuple[Array, Array]:
+    h = x if y is None else jnp.concatenate([x, y], axis=-1)
     for i, width in enumerate(self.hidden):
       h = nn.relu(nn.Dense(width, name=f"hidden_{i}")(h))
     return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="log_var")(h)
@@ -45,8 +52,8 @@ class MLPDecoder(nn.Module):
   num_pixels: int
 
   @nn.compact
-  def __call__(self, z: Array) -> Array:
-    h = z
+  def __call__(self, z: Array, y: Array | None = None) -> Array:
+    h = z if y is None else jnp.concatenate([z, y], axis=-1)
     for i, width in enumerate(reversed(self.hidden)):
       h = nn.relu(nn.Dense(width, name=f"hidden_{i}")(h))
     return nn.Dense(self.num_pixels, name="logits")(h)
@@ -63,12 +70,14 @@ class ConvEncoder(nn.Module):
   image_shape: tuple[int, int, int]
 
   @nn.compact
-  def __call__(self, x: Array) -> tuple[Array, Array]:
+  def __call__(self, x: Array, y: Array | None = None) -> tuple[Array, Array]:
     x, lead = _flatten_leading(x, 1)
     h = x.reshape((x.shape[0],) + tuple(self.image_shape))
     h = nn.relu(nn.Conv(32, (4, 4), strides=(2, 2), padding="SAME", name="conv_0")(h))
     h = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="SAME", name="conv_1")(h))
     h = h.reshape((h.shape[0], -1))
+    if y is not None:
+      h = jnp.concatenate([h, _flatten_leading(y, 1)[0]], axis=-1)
     h = nn.relu(nn.Dense(self.hidden[-1], name="hidden")(h))
     mean = nn.Dense(self.latent_dim, name="mean")(h)
     log_var = nn.Dense(self.latent_dim, name="log_var")(h)
@@ -81,7 +90,9 @@ class ConvDecoder(nn.Module):
   image_shape: tuple[int, int, int]
 
   @nn.compact
-  def __call__(self, z: Array) -> Array:
+  def __call__(self, z: Array, y: Array | None = None) -> Array:
+    if y is not None:
+      z = jnp.concatenate([z, y], axis=-1)
     z, lead = _flatten_leading(z, 1)
     height, width, channels = self.image_shape
     h = nn.relu(nn.Dense(self.hidden[-1], name="hidden")(z))
@@ -100,11 +111,14 @@ class VAE(nn.Module):
     hidden: widths of the hidden layers (encoder order; the decoder mirrors them).
     image_shape: (H, W, C) of one image; P = H * W * C pixels.
     arch: "mlp" or "conv".
+    num_classes: K > 0 makes it a conditional VAE: encode, decode and prior take the label
+      one-hot y [..., K]; 0 = unconditional (y must be None).
   """
   latent_dim: int
   hidden: Sequence[int] = (400,)
   image_shape: tuple[int, int, int] = (28, 28, 1)
   arch: str = "mlp"
+  num_classes: int = 0
 
   def setup(self):
     if self.arch == "mlp":
@@ -115,16 +129,26 @@ class VAE(nn.Module):
       self.decoder = ConvDecoder(tuple(self.hidden), tuple(self.image_shape))
     else:
       raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+    if self.num_classes:
+      self.prior_mean = nn.Dense(self.latent_dim, name="prior_mean")
+      self.prior_log_var = nn.Dense(self.latent_dim, name="prior_log_var")
 
-  def encode(self, x: Array) -> tuple[Array, Array]:
-    """x [..., P] in [0, 1] -> (mean, log_var), each [..., D]."""
-    return self.encoder(x)
+  def encode(self, x: Array, y: Array | None = None) -> tuple[Array, Array]:
+    """x [..., P] in [0, 1] (and y [..., K]) -> (mean, log_var), each [..., D]."""
+    return self.encoder(x, y)
 
-  def decode(self, z: Array) -> Array:
-    """z [..., D] -> Bernoulli logits [..., P]."""
-    return self.decoder(z)
+  def decode(self, z: Array, y: Array | None = None) -> Array:
+    """z [..., D] (and y [..., K]) -> Bernoulli logits [..., P]."""
+    return self.decoder(z, y)
 
-  def __call__(self, x: Array) -> tuple[Array, Array, Array]:
-    """Deterministic pass x -> (mean, log_var, logits at z = mean); used to create parameters."""
-    mean, log_var = self.encode(x)
-    return mean, log_var, self.decode(mean)
+  def prior(self, y: Array) -> tuple[Array, Array]:
+    """The learned prior p(z|y): y [..., K] one-hot -> (mean, log_var), each [..., D]."""
+    return self.prior_mean(y), self.prior_log_var(y)
+
+  def __call__(self, x: Array, y: Array | None = None) -> tuple[Array, Array, Array]:
+    """Deterministic pass x -> (mean, log_var, logits at z = mean); used to create parameters
+    (with y, also the learned prior's)."""
+    mean, log_var = self.encode(x, y)
+    if y is not None:
+      self.prior(y)  # creates the prior's parameters (unused by the standard-normal prior)
+    return mean, log_var, self.decode(mean, y)

@@ -1,0 +1,122 @@
+"""The conditional VAE as a runner experiment: the VAE's experiment with a label input, plus the
+evaluator's conditional accuracy and the per-label sample grid.
+
+Everything but the label is the VAE's: ``vae_run.make_experiment`` builds the run (data, epochs,
+test -ELBO and IWAE bound, now of log p(x|y)), and this module adds to its summary and figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genrl_jax import run as runner
+from genrl_jax.data import images
+from genrl_jax.generative import evaluator as evaluator_lib
+from genrl_jax.generative import vae
+from genrl_jax.generative import vae_figures
+from genrl_jax.generative import vae_run
+from genrl_jax.run import config as cfg
+from genrl_jax.run import plots
+
+RESUME_MAY_CHANGE = vae_run.RESUME_MAY_CHANGE + ("samples_per_label", "evaluator_dir")
+
+
+@dataclasses.dataclass(frozen=True)
+class CVAEConfig(vae.VAEConfig):
+  """The VAE's settings with the label-conditional prior choice (and the label count, from the
+  data)."""
+  num_classes: int = cfg.field(10, "K labels (set from the data).", flag=None)
+  prior: str = cfg.field("standard", "p(z|y): 'standard' = N(0, prior_std^2 I) for every label; "
+                         "'learned' = N(mu(y), diag(s(y)^2)), one learned mean and log-variance "
+                         "per label, its KL in the general closed form (losses.gaussian_kl).",
+                         choices=vae.PRIORS)
+
+
+def sample_labels(num_classes: int, per_label: int) -> np.ndarray:
+  """[K * per_label] labels 0,0,...,1,1,...: per_label samples for each label."""
+  return np.repeat(np.arange(num_classes), per_label)
+
+
+def conditional_accuracy(state, model, config: CVAEConfig, judge: evaluator_lib.Evaluator,
+                         per_label: int) -> np.ndarray:
+  """[n_seeds] share of decoder means for label k that the evaluator classifies as k
+  (``per_label`` samples z ~ p(z|y) per label, each seed its own params and figure key)."""
+  labels = jnp.asarray(sample_labels(config.num_classes, per_label))
+  draw = jax.jit(lambda params, key: vae.conditional_samples(params, model, key, labels, config))
+  accuracy = []
+  n_seeds = jax.tree.leaves(state.params)[0].shape[0]
+  for s in range(n_seeds):
+    one = runner.unstack_seed(state, s)
+    probs = np.asarray(draw(one.params, vae.figure_key(one)))
+    images_01 = probs.reshape((-1,) + tuple(config.image_shape))
+    accuracy.append(judge.judge(images_01, np.asarray(labels))["conditional_accuracy"])
+  return np.asarray(accuracy)
+
+
+def conditional_grid(path: str, state, model, config: CVAEConfig, per_row: int = 10) -> str:
+  """conditional_samples.png: 10 rows (one per label k), seed 0's decoder means for label k."""
+  one = runner.unstack_seed(state, 0)
+  labels = jnp.asarray(sample_labels(config.num_classes, per_row))
+  probs = vae.conditional_samples(one.params, model, jax.random.fold_in(vae.figure_key(one), 1),
+                                  labels, config)
+  grid = np.asarray(probs).reshape((-1,) + tuple(config.image_shape))[..., 0]
+  return plots.image_grid(path, grid, rows=config.num_classes,
+                          row_labels=[str(k) for k in range(config.num_classes)],
+                          title=f"samples for each label (prior={config.prior})")
+
+
+def make_experiment(config: CVAEConfig, dataset: images.ImageDataset,
+                    data_config: images.DataConfig, seed_loop: str = "auto",
+                    name: str = "cvae", samples_per_label: int = 1000,
+                    evaluator_dir: str = "runs/evaluators") -> runner.Experiment:
+  base = vae_run.make_experiment(config, dataset, data_config, seed_loop, name)
+  judge = evaluator_lib.load_or_train(dataset, data_config.dataset, evaluator_dir)
+  model = vae.make_model(config)
+
+  def summarize(result: runner.RunResult):
+    metrics, extra = base.summarize(result)
+    metrics["conditional_accuracy"] = conditional_accuracy(result.state, model, config, judge,
+                                                           samples_per_label)
+    extra.update(prior=config.prior, samples_per_label=samples_per_label,
+                 evaluator_test_accuracy=judge.test_accuracy,
+                 evaluator=f"convnet classifier trained on the {len(dataset.train_images)} "
+                           f"training images only ({dataset.source})",
+                 units="nats per test example (-ELBO and NLL of log p(x|y))")
+    return metrics, extra
+
+  def figures(result: runner.RunResult, out_dir: str):
+    paths = []
+    if result.history:
+      paths.append(vae_figures.learning_curves(os.path.join(out_dir, "learning_curves.png"),
+                                               result.history))
+    paths.append(conditional_grid(os.path.join(out_dir, "conditional_samples.png"), result.state,
+                                  model, config))
+    return paths
+
+  return dataclasses.replace(base, summarize=summarize, figures=figures,
+                             resume_may_change=RESUME_MAY_CHANGE)
+
+
+def build(config: CVAEConfig, data_config: images.DataConfig, seed_loop: str = "auto",
+          name: str = "cvae", samples_per_label: int = 1000,
+          evaluator_dir: str = "runs/evaluators") -> runner.Experiment:
+  dataset = data_config.load()
+  if dataset.train_labels is None or dataset.test_labels is None:
+    raise runner.UserError(f"the CVAE needs class labels, and {dataset.source} has none; add the "
+                           "*-labels-idx1-ubyte files beside the image files")
+  num_classes = int(max(dataset.train_labels.max(), dataset.test_labels.max())) + 1
+  config = dataclasses.replace(vae_run.fit_to_data(config, dataset), num_classes=num_classes)
+  print(f"data: {dataset.source}; binarize={config.binarize}; {num_classes} labels", flush=True)
+  return make_experiment(config, dataset, data_config, seed_loop, name, samples_per_label,
+                         evaluator_dir)
+
+
+def from_saved_flags(saved: dict, name: str = "cvae") -> runner.Experiment:
+  return build(cfg.from_mapping(CVAEConfig, saved), cfg.from_mapping(images.DataConfig, saved),
+               saved.get("seed_loop", "auto"), name, saved.get("samples_per_label", 1000),
+               saved.get("evaluator_dir", "runs/evaluators"))

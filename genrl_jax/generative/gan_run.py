@@ -1,0 +1,199 @@
+"""The DCGAN as a runner experiment: snapshots judged by the evaluator, loss curves, results.
+
+After chunk 0 (before training) and every chunk that ends at a snapshot iteration
+(``gan.snapshot_iterations``), each seed's generator draws from two fixed noise batches (the
+same for every seed and snapshot): 64 images for the grids, ``eval_samples`` for the evaluator.
+Written to the workdir:
+
+  snapshots/<iteration>.npy    [n_seeds, 64, H, W] uint8 grid images (for snapshots.png)
+  snapshot_<iteration>.png     seed 0's grid
+  snapshots.jsonl              one row per (iteration, seed): classifier_score, frechet_distance
+  snapshots.png                one column per snapshot (seed 0, 8 images each)
+  losses.png                   D and G losses per iteration, mean over seeds with 95 % CI bands
+
+A resumed run recomputes snapshots only for chunks it recomputes (rows are keyed by iteration
+and seed; the last one of a key wins).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+
+from genrl_jax import run as runner
+from genrl_jax.data import images
+from genrl_jax.generative import evaluator as evaluator_lib
+from genrl_jax.generative import gan
+from genrl_jax.run import config as cfg
+from genrl_jax.run import plots
+
+SNAPSHOT_ROWS = "snapshots.jsonl"
+GRID_SIZE = 64
+NOISE_SEED = 20151119  # the fixed noise batches: one for every seed and snapshot
+RESUME_MAY_CHANGE = ("iterations", "evaluator_dir")
+
+
+def check(config: gan.GANConfig) -> None:
+  """Snapshot iterations and the run length must fall on chunk boundaries."""
+  k = config.iterations_per_chunk
+  bad = [i for i in gan.snapshot_iterations(config) if i % k]
+  if bad:
+    raise runner.UserError(f"snapshot iterations {bad} are not multiples of "
+                           f"--iterations_per_chunk={k}; choose one that divides 250 and "
+                           "--snapshot_every (e.g. 250, 125, 50)")
+
+
+def fixed_noise(config: gan.GANConfig) -> dict[str, jax.Array]:
+  grid_key, eval_key = jax.random.split(jax.random.key(NOISE_SEED))
+  return {"grid": jax.random.normal(grid_key, (GRID_SIZE, config.latent_dim)),
+          "eval": jax.random.normal(eval_key, (config.eval_samples, config.latent_dim))}
+
+
+def read_rows(workdir: str) -> dict[tuple[int, int], dict]:
+  """{(iteration, seed): row} of snapshots.jsonl; a line cut by a kill ends the reading."""
+  rows = {}
+  path = os.path.join(workdir, SNAPSHOT_ROWS)
+  if not os.path.exists(path):
+    return rows
+  with open(path) as f:
+    for line in f:
+      try:
+        r = json.loads(line)
+      except json.JSONDecodeError:
+        break
+      rows[(int(r["iteration"]), int(r["seed"]))] = r
+  return rows
+
+
+def snapshot_table(rows: dict, seeds, iterations) -> dict[str, dict[str, np.ndarray]]:
+  """{"classifier_score": {iteration: [n_seeds]}, "frechet_distance": {...}} for the snapshots
+  that every seed has."""
+  table = {"classifier_score": {}, "frechet_distance": {}}
+  for it in iterations:
+    if all((it, int(s)) in rows for s in seeds):
+      for key in table:
+        table[key][it] = np.asarray([rows[(it, int(s))][key] for s in seeds], np.float64)
+  return table
+
+
+def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
+                    data_config: images.DataConfig, seed_loop: str = "auto", name: str = "gan",
+                    evaluator_dir: str = "runs/evaluators") -> runner.Experiment:
+  check(config)
+  data = images.device_arrays(dataset, "none")
+  train = gan.make_train(config)
+  judge = evaluator_lib.load_or_train(dataset, data_config.dataset, evaluator_dir)
+  noise = fixed_noise(config)
+  iterations = gan.snapshot_iterations(config)
+  # Real held-out reference: eval_samples training images (fixed draw) against the test fit.
+  pick = np.random.default_rng(NOISE_SEED).choice(len(dataset.train_images),
+                                                   min(config.eval_samples,
+                                                       len(dataset.train_images)), replace=False)
+  real = judge.judge(dataset.train_images[pick].astype(np.float32) / 255.0)
+  real_test_score = evaluator_lib.classifier_score(judge.real_probs)
+  print(f"evaluator on real images: classifier score {real['classifier_score']:.3f} "
+        f"({len(pick)} training images), {real_test_score:.3f} (test images); Fréchet distance "
+        f"training vs test images {real['frechet_distance']:.3f}", flush=True)
+  samplers = {}
+
+  def after_chunk(end: runner.ChunkEnd):
+    iteration = end.done * config.iterations_per_chunk
+    if iteration not in iterations or end.workdir is None:
+      return
+    if "fn" not in samplers:
+      samplers["fn"] = end.placement.jit(train.sample)
+    grid = np.asarray(samplers["fn"](end.state, noise["grid"]))  # [S, 64, H, W, C]
+    evals = np.asarray(samplers["fn"](end.state, noise["eval"]))
+    os.makedirs(os.path.join(end.workdir, "snapshots"), exist_ok=True)
+    grid_u8 = np.clip(np.round(grid[..., 0] * 255), 0, 255).astype(np.uint8)
+    np.save(os.path.join(end.workdir, "snapshots", f"{iteration}.npy"), grid_u8)
+    plots.image_grid(os.path.join(end.workdir, f"snapshot_{iteration}.png"), grid[0, ..., 0],
+                     title=f"iteration {iteration} (seed {int(end.placement.seeds[0])})")
+    with open(os.path.join(end.workdir, SNAPSHOT_ROWS), "a") as f:
+      for i, seed in enumerate(end.placement.seeds):
+        scores = judge.judge(evals[i])
+        f.write(json.dumps({"iteration": iteration, "seed": int(seed), **scores}) + "\n")
+
+  def summarize(result: runner.RunResult):
+    table = snapshot_table(read_rows(result.workdir), result.seeds, iterations) \
+        if result.workdir else {"classifier_score": {}, "frechet_distance": {}}
+    metrics = {}
+    if result.history:
+      metrics["final_d_loss"] = np.asarray(result.history[-1]["mean_d_loss"])
+      metrics["final_g_loss"] = np.asarray(result.history[-1]["mean_g_loss"])
+    last = max(table["classifier_score"], default=None)
+    if last is not None:
+      metrics["classifier_score"] = table["classifier_score"][last]
+      metrics["frechet_distance"] = table["frechet_distance"][last]
+    per_snapshot = {
+        str(it): {key: {"per_seed": [float(v) for v in table[key][it]],
+                        "mean": runner.stats.mean_ci(table[key][it])[0],
+                        "ci95_half_width": runner.stats.mean_ci(table[key][it])[1]}
+                  for key in table}
+        for it in table["classifier_score"]}
+    extra = {"dataset": data_config.dataset, "data_source": dataset.source,
+             "iterations": config.iterations, "final_snapshot_iteration": last,
+             "snapshots": per_snapshot,
+             "real": {"classifier_score_train_images": real["classifier_score"],
+                      "classifier_score_test_images": real_test_score,
+                      "frechet_distance_train_vs_test": real["frechet_distance"],
+                      "num_images": int(len(pick))},
+             "eval_samples": config.eval_samples,
+             "evaluator_test_accuracy": judge.test_accuracy,
+             "evaluator": f"convnet classifier trained on the {len(dataset.train_images)} "
+                          f"training images only ({dataset.source})"}
+    return metrics, extra
+
+  def figures(result: runner.RunResult, out_dir: str):
+    paths = []
+    if result.history:
+      d = np.concatenate([h["d_loss"] for h in result.history], axis=1)
+      g = np.concatenate([h["g_loss"] for h in result.history], axis=1)
+      x = np.arange(1, d.shape[1] + 1)
+      paths.append(plots.curves(os.path.join(out_dir, "losses.png"), x,
+                                {"discriminator": d, "generator": g}, xlabel="iteration",
+                                ylabel="loss (nats)",
+                                title=f"DCGAN, mean over {d.shape[0]} seed(s), 95% CI band"))
+    grids = [(it, os.path.join(result.workdir or out_dir, "snapshots", f"{it}.npy"))
+             for it in iterations]
+    grids = [(it, np.load(p)) for it, p in grids if os.path.exists(p)]
+    if grids:
+      per_column = 8
+      columns = [g[0, :per_column].astype(np.float32) / 255.0 for _, g in grids]
+      stacked = np.stack(columns, axis=1).reshape((-1,) + columns[0].shape[1:])
+      paths.append(plots.image_grid(
+          os.path.join(out_dir, "snapshots.png"), stacked, rows=per_column,
+          title="iterations " + ", ".join(str(it) for it, _ in grids) + " (one column each)"))
+    return paths
+
+  return runner.Experiment(
+      name=name, init=train.init, chunk=train.chunk,
+      num_chunks=config.iterations // config.iterations_per_chunk, data=data,
+      summarize=summarize, after_chunk=after_chunk, figures=figures, chunk_label="chunk",
+      progress=(("mean_d_loss", "D loss"), ("mean_g_loss", "G loss")), finite_key="mean_d_loss",
+      units_per_chunk=config.iterations_per_chunk, units_label="it/s",
+      resume_may_change=RESUME_MAY_CHANGE, compiler_options=gan.compiler_options(),
+      seed_loop=seed_loop)
+
+
+def build(config: gan.GANConfig, data_config: images.DataConfig, seed_loop: str = "auto",
+          name: str = "gan", evaluator_dir: str = "runs/evaluators") -> runner.Experiment:
+  dataset = data_config.load()
+  if dataset.image_shape[0] % 4 or dataset.image_shape[1] % 4:
+    raise runner.UserError(f"the DCGAN needs image sides divisible by 4, got "
+                           f"{dataset.image_shape[:2]}")
+  config = dataclasses.replace(config, image_shape=dataset.image_shape)
+  if config.iterations % config.iterations_per_chunk:
+    raise runner.UserError(f"--iterations={config.iterations} is not a multiple of "
+                           f"--iterations_per_chunk={config.iterations_per_chunk}")
+  print(f"data: {dataset.source}", flush=True)
+  return make_experiment(config, dataset, data_config, seed_loop, name, evaluator_dir)
+
+
+def from_saved_flags(saved: dict, name: str = "gan") -> runner.Experiment:
+  return build(cfg.from_mapping(gan.GANConfig, saved), cfg.from_mapping(images.DataConfig, saved),
+               saved.get("seed_loop", "auto"), name, saved.get("evaluator_dir", "runs/evaluators"))

@@ -1,0 +1,96 @@
+"""Evaluator: the Fréchet distance against a closed form and scipy's sqrtm, the classifier score
+against hand-computed cases, and a trained classifier that scores real images far better than
+pixel-shuffled and noise images; the cache is reused, and a damaged one is retrained."""
+
+import os
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from genrl_jax.generative import evaluator
+from tests import gen_data
+
+SETTINGS = evaluator.TrainSettings(epochs=3, batch_size=64, feature_dim=32)
+
+
+def test_frechet_distance_of_diagonal_gaussians_matches_closed_form():
+  # Diagonal covariances commute: (C_a C_b)^(1/2) = diag(s_a s_b), so
+  # d = |m_a - m_b|^2 + sum_j (s_a,j - s_b,j)^2.
+  rng = np.random.default_rng(0)
+  m_a, m_b = rng.normal(size=5), rng.normal(size=5)
+  s_a, s_b = rng.uniform(0.1, 3, size=5), rng.uniform(0.1, 3, size=5)
+  expected = np.sum((m_a - m_b) ** 2) + np.sum((s_a - s_b) ** 2)
+  got = evaluator.frechet_distance(m_a, np.diag(s_a ** 2), m_b, np.diag(s_b ** 2))
+  np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_frechet_distance_matches_scipy_sqrtm_for_full_covariances():
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(size=(6, 6)), rng.normal(size=(6, 9))
+  cov_a, cov_b = a @ a.T + 0.1 * np.eye(6), b @ b.T  # generic SPD matrices
+  m_a, m_b = rng.normal(size=6), rng.normal(size=6)
+  root = scipy.linalg.sqrtm(cov_a @ cov_b)
+  expected = (np.sum((m_a - m_b) ** 2) + np.trace(cov_a) + np.trace(cov_b)
+              - 2 * np.trace(np.real(root)))
+  np.testing.assert_allclose(evaluator.frechet_distance(m_a, cov_a, m_b, cov_b), expected,
+                             rtol=1e-8)
+  assert abs(evaluator.frechet_distance(m_a, cov_a, m_a, cov_a)) < 1e-8
+
+
+def test_classifier_score_hand_cases():
+  k = 7
+  confident_balanced = np.eye(k)[np.arange(70) % k]
+  assert evaluator.classifier_score(confident_balanced) == pytest.approx(k)
+  one_class = np.tile(np.eye(k)[2], (50, 1))
+  assert evaluator.classifier_score(one_class) == pytest.approx(1.0)
+  # Two images, p = (0.5, 0.5) and (1, 0): marginal (0.75, 0.25); mean KL by hand.
+  p = np.array([[0.5, 0.5], [1.0, 0.0]])
+  kl = [0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(0.5 / 0.25), np.log(1 / 0.75)]
+  assert evaluator.classifier_score(p) == pytest.approx(np.exp(np.mean(kl)))
+  assert evaluator.conditional_accuracy(np.eye(3)[[0, 1, 2, 1]], [0, 1, 1, 1]) == 0.75
+
+
+@pytest.fixture(scope="module")
+def judge(tmp_path_factory):
+  cache = str(tmp_path_factory.mktemp("evaluators"))
+  return evaluator.load_or_train(gen_data.dataset(), "banded", cache, SETTINGS), cache
+
+
+def test_real_images_score_far_better_than_shuffled_and_noise(judge):
+  judge, _ = judge
+  assert judge.test_accuracy > 0.9
+  real_x, real_y = gen_data.banded(300, seed=5)
+  real = real_x.astype(np.float32) / 255.0
+  rng = np.random.default_rng(0)
+  flat = real.reshape(len(real), -1)
+  shuffled = np.stack([row[rng.permutation(row.size)] for row in flat]).reshape(real.shape)
+  noise = rng.uniform(0, 1, size=real.shape).astype(np.float32)
+  scores = {name: judge.judge(x) for name, x in
+            (("real", real), ("shuffled", shuffled), ("noise", noise))}
+  assert scores["real"]["classifier_score"] > 7.0
+  for bad in ("shuffled", "noise"):
+    assert scores[bad]["classifier_score"] < 0.5 * scores["real"]["classifier_score"], scores
+    assert scores[bad]["frechet_distance"] > 10 * scores["real"]["frechet_distance"], scores
+  assert judge.judge(real, real_y)["conditional_accuracy"] > 0.9
+
+
+def test_cache_is_reused_and_a_damaged_cache_is_retrained(judge, capsys):
+  first, cache = judge
+  lines = []
+  again = evaluator.load_or_train(gen_data.dataset(), "banded", cache, SETTINGS, log=lines.append)
+  assert lines and lines[0].startswith("evaluator: loaded from")
+  np.testing.assert_array_equal(again.real_mean, first.real_mean)
+  with open(os.path.join(cache, "banded", evaluator.PARAMS_FILE), "wb") as f:
+    f.write(b"not an npz file")
+  lines = []
+  retrained = evaluator.load_or_train(gen_data.dataset(), "banded", cache, SETTINGS,
+                                      log=lines.append)
+  assert "unusable" in lines[0] and "retraining" in lines[0]
+  assert lines[1].startswith("evaluator: trained on")
+  assert retrained.test_accuracy > 0.9
+  # Another training split is not served from this cache.
+  other = gen_data.dataset(n_train=400)
+  lines = []
+  evaluator.load_or_train(other, "banded", cache, SETTINGS, log=lines.append)
+  assert "fingerprint" in lines[0]

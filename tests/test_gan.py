@@ -1,0 +1,163 @@
+"""DCGAN: the sub-pixel transposed convolution and the patch convolution equal flax's layers,
+generator/discriminator shapes, the losses' gradients flow where they should, seeds are
+independent, and a SIGKILLed run resumes bit-identically (batch-norm statistics included)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from genrl_jax import run as runner
+from genrl_jax.generative import gan
+from genrl_jax.models import dcgan
+from tests import gen_data
+from tests.test_vae_experiment import ROOT, _env
+
+
+def _random_params(variables, seed=2):
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(tree, [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 7, 3), (1, 5, 6, 2)])
+def test_subpixel_transposed_conv_equals_flax_conv_transpose(shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  ours = dcgan.ConvTranspose4x4(4)
+  variables = _random_params(ours.init(jax.random.key(1), x))
+  reference = nn.ConvTranspose(4, (4, 4), strides=(2, 2), padding="SAME").apply(variables, x)
+  np.testing.assert_allclose(ours.apply(variables, x), reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28, 1), (1, 14, 14, 3), (1, 7, 7, 2)])
+def test_patch_conv_equals_flax_conv(shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  ours = dcgan.Conv4x4(5)
+  variables = _random_params(ours.init(jax.random.key(1), x))
+  reference = nn.Conv(5, (4, 4), strides=(2, 2), padding="SAME").apply(variables, x)
+  np.testing.assert_allclose(ours.apply(variables, x), reference, atol=1e-4)
+
+
+def test_generator_and_discriminator_shapes_and_ranges():
+  config = gan.GANConfig(width=4, latent_dim=8)
+  models = gan.make_models(config)
+  state = gan.init_state(jax.random.key(0), models, config)
+  z = jax.random.normal(jax.random.key(1), (5, 8))
+  fake, stats = gan.generate_train(models, state.g_params, state.g_batch_stats, z)
+  assert fake.shape == (5, 28, 28, 1) and float(jnp.abs(fake).max()) <= 1.0
+  assert jax.tree.structure(stats) == jax.tree.structure(state.g_batch_stats)
+  logits = models.discriminator.apply({"params": state.d_params}, fake)
+  assert logits.shape == (5,)
+  samples = gan.sample(models, state, z)
+  assert samples.shape == (5, 28, 28, 1) and 0.0 <= float(samples.min()) <= float(samples.max()) <= 1.0
+
+
+def test_one_iteration_updates_both_networks_and_batch_stats():
+  config = gan.GANConfig(width=4, latent_dim=8, batch_size=8, iterations_per_chunk=2)
+  models = gan.make_models(config)
+  state = gan.init_state(jax.random.key(0), models, config)
+  train_u8 = jnp.asarray(gen_data.banded(40)[0].reshape(40, -1))
+  new, metrics = jax.jit(lambda s: gan.train_iteration(s, train_u8, models, config))(state)
+  for name in ("g_params", "d_params", "g_batch_stats"):
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), getattr(state, name),
+                           getattr(new, name))
+    assert all(jax.tree.leaves(changed)), name
+  # At initialisation D(x) ~ 1/2: the BCE is close to 2 log 2, the G loss close to log 2.
+  assert abs(float(metrics["d_loss"]) - 2 * np.log(2)) < 0.1
+  assert abs(float(metrics["g_loss"]) - np.log(2)) < 0.1
+  assert int(new.step) == 1
+
+
+def _experiment(config):
+  train = gan.make_train(config)
+  data = {"train": jnp.asarray(gen_data.banded(64)[0].reshape(64, -1))}
+  return runner.Experiment(name="gan", init=train.init, chunk=train.chunk, num_chunks=2, data=data,
+                           finite_key="mean_d_loss", seed_loop="map")
+
+
+def test_seeds_are_independent():
+  config = gan.GANConfig(width=2, latent_dim=4, batch_size=4, iterations_per_chunk=3)
+  both = runner.run(_experiment(config), seeds=2, seed=3, log=lambda s: None)
+  alone = runner.run(_experiment(config), seeds=1, seed=4, log=lambda s: None)
+  for a, b in zip(jax.tree.leaves(runner.unstack_seed(both.state.g_params, 1)),
+                  jax.tree.leaves(runner.unstack_seed(alone.state.g_params, 0))):
+    np.testing.assert_array_equal(a, b)
+  differ = [bool(np.any(a[0] != a[1])) for a in jax.tree.leaves(both.state.g_params)]
+  assert all(differ)
+
+
+# --- SIGKILL and resume -------------------------------------------------------------------------
+
+def sigkill_and_resume(module, flags, data_dir, tmp_path, final_step, name):
+  """Runs ``module`` once uninterrupted and once SIGKILLed after its first checkpoint and rerun;
+  returns the two workdirs after asserting the rerun said it resumed."""
+  reference, killed = str(tmp_path / "uninterrupted"), str(tmp_path / "killed")
+  command = lambda w: [sys.executable, "-m", module, f"--data_dir={data_dir}", f"--workdir={w}",
+                       *flags]
+  proc = subprocess.run(command(reference), cwd=ROOT, capture_output=True, text=True,
+                        timeout=400, env=_env())
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  victim = subprocess.Popen(command(killed), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=_env())
+  checkpoints = os.path.join(killed, "checkpoints")
+  deadline = time.time() + 300
+  while time.time() < deadline and victim.poll() is None:
+    if os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints)):
+      break
+    time.sleep(0.02)
+  assert victim.poll() is None, "the run ended before it could be killed; make it longer"
+  victim.send_signal(signal.SIGKILL)
+  victim.wait()
+  saved = sorted(int(d) for d in os.listdir(checkpoints) if d.isdigit())
+  assert saved and saved[-1] < final_step, saved
+  resumed = subprocess.run(command(killed), cwd=ROOT, capture_output=True, text=True,
+                           timeout=400, env=_env())
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"resuming {name} from" in resumed.stdout
+  return reference, killed
+
+
+def assert_same_final_state(reference, killed, final_step):
+  restore = lambda w: ocp.tree.to_flat_dict(ocp.StandardCheckpointer().restore(
+      os.path.join(w, "checkpoints", str(final_step), "default")))
+  a, b = restore(reference), restore(killed)
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))
+  return a
+
+
+def metrics_rows(workdir, name="metrics.jsonl", drop=("seconds",)):
+  with open(os.path.join(workdir, name)) as f:
+    rows = [json.loads(line) for line in f]
+  return sorted(({k: v for k, v in r.items() if k not in drop} for r in rows),
+                key=lambda r: json.dumps(r, sort_keys=True))
+
+
+def test_sigkill_then_rerun_resumes_bit_identically(tmp_path):
+  data = str(tmp_path / "data")
+  gen_data.write_banded_idx(data, 300, 100)
+  flags = ["--width=2", "--latent_dim=4", "--batch_size=8", "--iterations=250",
+           "--iterations_per_chunk=25", "--eval_samples=20", "--seeds=2", "--seed=5",
+           f"--evaluator_dir={tmp_path / 'evaluators'}"]
+  reference, killed = sigkill_and_resume("experiments.gan", flags, data, tmp_path, 10, "gan")
+  state = assert_same_final_state(reference, killed, 10)
+  assert any("g_batch_stats" in str(k) for k in state)
+  assert metrics_rows(reference) == metrics_rows(killed)
+  snapshots = lambda w: {(r["iteration"], r["seed"]): r for r in
+                         metrics_rows(w, "snapshots.jsonl", ())}
+  assert snapshots(reference) == snapshots(killed)
+  assert sorted({k[0] for k in snapshots(reference)}) == [0, 250]
+  with open(os.path.join(reference, "results.json")) as f:
+    results = json.load(f)
+  assert set(results["extra"]["snapshots"]) == {"0", "250"}
+  assert os.path.exists(os.path.join(reference, "snapshots.png"))
