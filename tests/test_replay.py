@@ -1,7 +1,8 @@
 """Reproducibility studies through ``python -m experiments.replay``, in real processes: replay of
-the final checkpoint gives the saved results.json exactly, ``--verify`` passes on an honest run
-and catches a one-ULP change in a saved checkpoint, an extracted seed continues to the original
-seed's numbers, and bad input is one ``error:`` line. Plus the ULP arithmetic against numpy."""
+the final checkpoint gives the saved results.json exactly and ``--verify`` passes, for every
+experiment in the registry; ``--verify`` catches a one-ULP change in a saved checkpoint; an
+extracted seed continues to the original seed's numbers; bad input is one ``error:`` line. Plus
+the ULP arithmetic against numpy."""
 
 import json
 import math
@@ -18,7 +19,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from genrl_jax import registry
 from genrl_jax.run import replay
+from tests import gen_data
 from tests.experiment_cli import assert_one_line_error
 from tests.test_data import write_mnist_like
 
@@ -29,6 +32,14 @@ VAE_FLAGS = ["--hidden=16", "--latent_dim=2", "--batch_size=16", "--epochs=3", "
              "--eval_iw_samples=4", "--keep_every=1"]
 REINFORCE_FLAGS = ["--max_episode_steps=20", "--num_envs=4", "--total_env_steps=2400",
                    "--num_chunks=6", "--seeds=2", "--keep_every=1"]
+DQN_FLAGS = ["--max_episode_steps=20", "--num_envs=4", "--train_frequency=4", "--hidden_sizes=16",
+             "--buffer_size=2000", "--batch_size=32", "--learning_starts=1000",
+             "--target_update_period=200", "--total_env_steps=4000", "--num_chunks=4",
+             "--points_per_chunk=2", "--eval_episodes=2", "--seeds=2", "--keep_every=1"]
+CVAE_FLAGS = ["--hidden=16", "--latent_dim=2", "--batch_size=16", "--epochs=3", "--seeds=2",
+              "--eval_iw_samples=4", "--keep_every=1"]
+GAN_FLAGS = ["--width=2", "--latent_dim=4", "--batch_size=8", "--iterations=100",
+             "--iterations_per_chunk=25", "--eval_samples=20", "--seeds=2", "--keep_every=1"]
 TIMING = set(replay.TIMING_KEYS)
 
 
@@ -66,6 +77,36 @@ def reinforce_run(tmp_path_factory):
   return workdir
 
 
+@pytest.fixture(scope="module")
+def dqn_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("dqn") / "run")
+  proc = _py("experiments.dqn", f"--workdir={workdir}", *DQN_FLAGS)
+  assert proc.returncode == 0, proc.stderr
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory):
+  base = tmp_path_factory.mktemp("cvae")
+  write_mnist_like(str(base / "data"), sizes=(96, 40))
+  workdir = str(base / "run")
+  proc = _py("experiments.cvae", f"--data_dir={base / 'data'}", f"--workdir={workdir}",
+             *CVAE_FLAGS)
+  assert proc.returncode == 0, proc.stderr
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory):
+  base = tmp_path_factory.mktemp("gan")
+  gen_data.write_banded_idx(str(base / "data"), 300, 100)
+  workdir = str(base / "run")
+  proc = _py("experiments.gan", f"--data_dir={base / 'data'}", f"--workdir={workdir}",
+             f"--evaluator_dir={base / 'evaluators'}", *GAN_FLAGS)
+  assert proc.returncode == 0, proc.stderr
+  return workdir
+
+
 def _table(stdout):
   """{name: (saved, replayed, equal)} from the printed markdown table."""
   out = {}
@@ -76,9 +117,17 @@ def _table(stdout):
   return out
 
 
-@pytest.mark.parametrize("which,figures", [("vae", {"learning_curves.png", "prior_samples.png",
-                                                     "reconstructions.png"}),
-                                            ("reinforce", {"return.png"})])
+FIGURES = {"vae": {"learning_curves.png", "prior_samples.png", "reconstructions.png"},
+           "reinforce": {"return.png"}, "dqn": {"return.png"},
+           "cvae": {"learning_curves.png", "conditional_samples.png"},
+           "gan": {"losses.png", "snapshots.png"}}
+
+
+def test_every_registered_experiment_has_its_replay_test():
+  assert set(registry.BUILDERS) == set(FIGURES)  # add the new one's tiny run above
+
+
+@pytest.mark.parametrize("which,figures", sorted(FIGURES.items()))
 def test_replay_of_the_final_checkpoint_reproduces_results_json_and_verify_passes(
     request, tmp_path, which, figures):
   workdir = request.getfixturevalue(f"{which}_run")
@@ -94,6 +143,8 @@ def test_replay_of_the_final_checkpoint_reproduces_results_json_and_verify_passe
   for key in ("experiment", "config", "seeds"):
     assert replayed[key] == saved[key], key
   assert figures <= set(os.listdir(out))
+  if which == "gan":  # its scores, from the snapshots the run wrote, are in the replay too
+    assert {"classifier_score", "frechet_distance"} <= set(replayed["metrics"])
   # The printed table: one "yes" row per metric and per non-timing extra, nothing else.
   table = _table(proc.stdout)
   assert set(table) == set(saved["metrics"]) | set(strip(saved["extra"])), proc.stdout
@@ -123,6 +174,23 @@ def test_replay_of_an_intermediate_step_has_nothing_saved_to_compare(reinforce_r
   assert replayed["metrics"]["final_return_last100"]["per_seed"] == [r["return_last100"]
                                                                      for r in rows]
   assert replayed["metrics"]["env_steps"]["per_seed"] == [r["env_steps"] for r in rows]
+
+
+def test_replay_reports_a_saved_value_it_does_not_reproduce(reinforce_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reinforce_run, workdir, ignore=shutil.ignore_patterns("replay"))
+  path = os.path.join(workdir, "results.json")
+  results = _load(path)
+  per_seed = results["metrics"]["auc_return"]["per_seed"]
+  per_seed[0] = float(np.nextafter(per_seed[0], np.inf))  # one float64 ULP, mean left as it was
+  with open(path, "w") as f:
+    json.dump(results, f)
+  proc = _py("experiments.replay", f"--workdir={workdir}", f"--out={tmp_path / 'out'}")
+  assert proc.returncode == 1, proc.stdout + proc.stderr
+  table = _table(proc.stdout)
+  assert {name for name, (_, _, equal) in table.items() if equal != "yes"} == {"auc_return"}
+  assert table["auc_return"][2] == "NO"
+  assert "replay of step 6: auc_return differ from the saved results" in proc.stdout
 
 
 def _perturb_one_ulp(step_dir, path, index):
@@ -286,3 +354,16 @@ def test_workspace_python_snippets_on_a_real_vae_run(vae_run):
   stored = ocp.StandardCheckpointer().restore(os.path.join(vae_run, "checkpoints", "3", "default"))
   first = jax.tree.leaves(stored["params"])[0]
   np.testing.assert_array_equal(jax.tree.leaves(ns["params"])[0], first[1])  # seed 1's slice
+
+
+def test_compare_results_lists_saved_values_the_replay_lacks():
+  summary = {"per_seed": [1.0, 2.0], "mean": 1.5, "ci95_half_width": 0.5, "iqm": 1.5}
+  saved = {"metrics": {"a": summary, "b": summary},
+           "extra": {"chunks_done": 4, "k": 3, "gone": "x", "eval_seconds": 1.0}}
+  replayed = {"metrics": {"a": summary}, "extra": {"chunks_done": 4, "k": 3, "eval_seconds": 2.0}}
+  rows = {r[0]: r[1:] for r in replay.compare_results(saved, replayed, 4)}
+  assert rows == {"a": (1.5, 1.5, True), "k": (3, 3, True), "b": (1.5, replay.MISSING, False),
+                  "gone": ("x", replay.MISSING, False)}
+  # Another step: nothing compared, nothing reported missing.
+  rows = {r[0]: r[1:] for r in replay.compare_results(saved, replayed, 2)}
+  assert rows == {"a": (None, 1.5, None), "k": ("-", 3, None)}

@@ -120,16 +120,11 @@ class ReinforceConfig:
 
   def chunk_end(self, chunk: int) -> int:
     """The counter value (env steps or updates) at which chunk ``chunk`` (1-based) ends."""
-    return -(-self.budget * chunk // self.num_chunks)
+    return budget.chunk_end(self.budget, self.num_chunks, chunk)
 
   def curve_marks(self) -> list[int]:
     """The counter values (env steps or updates) of the recorded learning-curve points."""
-    out = []
-    for c in range(self.num_chunks):
-      start, end = self.chunk_end(c), self.chunk_end(c + 1)
-      out += [start + (end - start) * j // self.points_per_chunk
-              for j in range(1, self.points_per_chunk + 1)]
-    return out
+    return budget.curve_marks(self.budget, self.num_chunks, self.points_per_chunk)
 
   def validate(self) -> None:
     """Raises UserError naming the first bad field and its valid range."""

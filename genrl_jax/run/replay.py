@@ -132,8 +132,10 @@ def replay(run: LoadedRun, step: int | None, out_dir: str, log=print) -> list[tu
   history = run.history(step)
   final, eval_seconds = runner.final_evaluation(run.experiment, run.compiled, state, run.data, [],
                                                 log)
+  # workdir: the run's own, as in training: a summarize hook reads the files the run wrote there
+  # (e.g. the DCGAN's snapshot scores); results and figures go to out_dir.
   result = runner.RunResult(state=state, history=history, seeds=run.placement.seeds,
-                            chunk_seconds=[], workdir=out_dir, final=final,
+                            chunk_seconds=[], workdir=run.workdir, final=final,
                             eval_seconds=eval_seconds, placement=run.placement,
                             config=run.info.get("config"))
   os.makedirs(out_dir, exist_ok=True)
@@ -150,8 +152,12 @@ def replay(run: LoadedRun, step: int | None, out_dir: str, log=print) -> list[tu
   return compare_results(saved, replayed, step)
 
 
+MISSING = "(missing)"  # a saved metric or extra the replay did not produce
+
+
 def compare_results(saved: dict | None, replayed: dict, step: int) -> list[tuple]:
-  """(name, saved, replayed, equal) rows for every metric mean and non-timing extra."""
+  """(name, saved, replayed, equal) rows for every metric mean and non-timing extra, of the
+  replay and of the saved results (one the replay lacks is a row that is not equal)."""
   same_step = saved is not None and saved.get("extra", {}).get("chunks_done", step) == step
   rows = []
   for name, s in replayed["metrics"].items():
@@ -163,6 +169,13 @@ def compare_results(saved: dict | None, replayed: dict, step: int) -> list[tuple
       continue
     old = (saved or {}).get("extra", {}).get(name, "-") if same_step else "-"
     rows.append((name, old, value, None if old == "-" else old == value))
+  if same_step:
+    for name, old in saved.get("metrics", {}).items():
+      if name not in replayed["metrics"]:
+        rows.append((name, old["mean"], MISSING, False))
+    for name, old in saved.get("extra", {}).items():
+      if name not in replayed["extra"] and name not in TIMING_KEYS:
+        rows.append((name, old, MISSING, False))
   return rows
 
 
