@@ -26,9 +26,7 @@ from genrl_jax.run import config as cfg
 
 cli.define_run_flags(workdir="runs/dqn", seeds=8, seed_loop="vmap")
 cfg.define_flags(dqn.DQNConfig)
-flags.DEFINE_float("target_return", None, "Return the 100-episode training average must reach to "
-                   "count as solved in results.json; default: Gym's threshold for the env "
-                   "(CartPole-v1 475, Acrobot-v1 -100, MountainCar-v0 -110), else none.")
+report.define_target_return_flag()
 FLAGS = flags.FLAGS
 
 

@@ -8,9 +8,10 @@
 Replay rebuilds the experiment from the run's run_info.json (the flags it ran with) through the
 code its entry point uses, restores the checkpoint, reruns the final evaluation, writes
 results.json and the figures into --out (default RUN/replay/<step>/) and prints
-metric | saved | replayed | equal. --verify restores step N-1, runs one chunk and compares it
-with the saved step N bit for bit (exit 1 if any leaf differs). --seed_index extracts one seed
-into a 1-seed workdir that the experiment's own command continues.
+metric | saved | replayed | equal (exit 1 if a saved value is not reproduced). --verify restores
+step N-1, runs one chunk and compares it with the saved step N bit for bit (exit 1 if any leaf
+differs). --seed_index extracts one seed into a 1-seed workdir that the experiment's own command
+continues.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def main(argv):
   if unequal:
     print(f"replay of step {step}: {', '.join(unequal)} differ from the saved results; "
           f"replayed results in {out}", flush=True)
+    sys.exit(1)
+  elif not compared:
+    print(f"replay of step {step}: nothing to compare (the saved {runner_lib.RESULTS_FILE} is "
+          f"of another step, or missing); results and figures in {out}", flush=True)
   else:
     print(f"replay of step {step}: {len(compared)} saved values reproduced exactly; results "
           f"and figures in {out}", flush=True)

@@ -76,3 +76,66 @@ def test_over_seeds_map_and_vmap_equal_a_python_loop():
   assert devices.resolve_seed_loop("auto") == ("map" if jax.default_backend() == "cpu" else "vmap")
   with pytest.raises(ValueError, match="seed_loop must be one of"):
     devices.over_seeds(fn, "pmap")
+
+
+SCRIPT_8 = r"""
+import jax, numpy as np
+from genrl_jax import run as runner
+from tests import test_sweep
+assert len(jax.local_devices()) == 8, jax.local_devices()
+out = {}
+vae = runner.run(test_sweep._vae(), seeds=8, seed=0, log=lambda _: None)
+assert len(vae.state.params["decoder"]["logits"]["kernel"].sharding.device_set) == 8
+out["vae_loss"] = vae.history[-1]["loss"]; out["vae_test"] = vae.final["test_neg_elbo"]
+rl = runner.run(test_sweep._reinforce(), seeds=8, seed=0, log=lambda _: None)
+assert len(rl.state.env_steps.sharding.device_set) == 8
+out["rl_return"] = np.asarray(rl.results["metrics"]["final_return_last100"]["per_seed"])
+out["rl_steps"] = rl.history[-1]["env_steps"]
+# A sweep of 2 values x 4 seeds: 8 cells, one per device.
+sw = runner.run(test_sweep._vae(), seeds=4, seed=0, sweep="learning_rate=0.01,0.001",
+                log=lambda _: None)
+assert len(sw.state.params["decoder"]["logits"]["kernel"].sharding.device_set) == 8
+out["sweep_loss"] = sw.history[-1]["loss"]
+# 12 seeds on 8 devices: 6 devices (the largest count that divides 12), and the line says so.
+from genrl_jax.run import placement
+line = placement.SeedPlacement(12).describe()
+assert "on 6 cpu devices (2 of 8 idle" in line and "a multiple of 8" in line, line
+assert "idle" not in placement.SeedPlacement(16).describe()
+np.savez("OUT", **out)
+"""
+
+
+def test_eight_devices_match_one_device_for_vae_and_reinforce(tmp_path):
+  from genrl_jax import run as runner  # pylint: disable=g-import-not-at-top
+  from tests import test_sweep  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / "eight.npz")
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run([sys.executable, "-c", SCRIPT_8.replace("OUT", out[:-4])], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = np.load(out)
+  assert len(jax.local_devices()) == 1
+  vae = runner.run(test_sweep._vae(), seeds=8, seed=0, log=lambda _: None)
+  np.testing.assert_allclose(got["vae_loss"], vae.history[-1]["loss"], rtol=1e-5)
+  np.testing.assert_allclose(got["vae_test"], vae.final["test_neg_elbo"], rtol=1e-5)
+  rl = runner.run(test_sweep._reinforce(), seeds=8, seed=0, log=lambda _: None)
+  np.testing.assert_allclose(got["rl_return"],
+                             rl.results["metrics"]["final_return_last100"]["per_seed"], rtol=1e-5)
+  np.testing.assert_array_equal(got["rl_steps"], rl.history[-1]["env_steps"])
+  sw = runner.run(test_sweep._vae(), seeds=4, seed=0, sweep="learning_rate=0.01,0.001",
+                  log=lambda _: None)
+  np.testing.assert_allclose(got["sweep_loss"], sw.history[-1]["loss"], rtol=1e-5)
+
+
+def test_process_grid_gives_each_process_an_equal_share_or_refuses():
+  import collections  # pylint: disable=g-import-not-at-top
+  from genrl_jax.run.errors import UserError  # pylint: disable=g-import-not-at-top
+  dev = collections.namedtuple("dev", "process_index id")
+  # 2 processes x 4 devices, listed out of order: process 0 holds the first half of the seeds.
+  cluster = [dev(p, 10 * p + i) for i in range(4) for p in (1, 0)]
+  for seeds, want in [(8, [0, 1, 2, 3, 10, 11, 12, 13]), (4, [0, 1, 10, 11]),
+                      (6, [0, 1, 2, 10, 11, 12]), (2, [0, 10]), (14, [0, 10])]:
+    assert [d.id for d in devices.process_grid(seeds, cluster, 2)] == want, seeds
+  with pytest.raises(UserError, match="do not split evenly over 2 processes; pass a multiple of 2"):
+    devices.process_grid(7, cluster, 2)

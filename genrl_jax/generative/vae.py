@@ -86,7 +86,9 @@ class VAEConfig:
 
   @property
   def prior_log_var(self) -> float:
-    return 2.0 * math.log(self.prior_std)
+    # jnp.log when prior_std is a traced scalar (an in-program --sweep of prior_std).
+    log = math.log if isinstance(self.prior_std, (int, float)) else jnp.log
+    return 2.0 * log(self.prior_std)
 
   @property
   def num_pixels(self) -> int:

@@ -16,6 +16,7 @@ from genrl_jax.data import images
 from genrl_jax.generative import vae
 from genrl_jax.generative import vae_figures
 from genrl_jax.run import config as cfg
+from genrl_jax.run import sweep
 
 # Flags that may change when a run is resumed (more epochs, a larger k for the final estimate).
 RESUME_MAY_CHANGE = ("epochs", "eval_iw_samples")
@@ -66,7 +67,8 @@ def make_experiment(config: vae.VAEConfig, dataset: images.ImageDataset,
       finite_key="loss", units_per_chunk=vae.num_batches(n_train, config.batch_size)
       * config.batch_size, units_label="ex/s",
       resume_may_change=RESUME_MAY_CHANGE, compiler_options=vae.compiler_options(),
-      seed_loop=seed_loop)
+      seed_loop=seed_loop, sweepable=sweep.Sweepable(
+          config, lambda hparams: vae.make_train(dataclasses.replace(config, **hparams))))
 
 
 def build(config: vae.VAEConfig, data_config: images.DataConfig, seed_loop: str = "auto",

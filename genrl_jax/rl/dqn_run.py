@@ -60,10 +60,11 @@ def print_results(results: dict) -> None:
   rows = [("peak_return_last100", "peak last-100 return"),
           ("final_return_last100", "final last-100 return"),
           ("eval_return", f"greedy eval ({extra['eval_episodes']} episodes)")]
+  show = lambda v, spec: "n/a" if v is None else format(v, spec)  # None: no full window yet
   for key, label in rows:
     s = m[key]
-    print(f"  {label:30s} {s['mean']:8.1f} ± {s['ci95_half_width']:5.1f}   "
-          + " ".join(f"{v:.0f}" for v in s["per_seed"]))
+    print(f"  {label:30s} {show(s['mean'], '8.1f')} ± {show(s['ci95_half_width'], '5.1f')}   "
+          + " ".join(show(v, ".0f") for v in s["per_seed"]))
   if "target_return" in extra:
     steps = " ".join("-" if v is None else str(v) for v in extra["steps_to_target"])
     print(f"  {'env steps to ' + format(extra['target_return'], 'g'):30s} {steps}")

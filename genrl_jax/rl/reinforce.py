@@ -120,16 +120,11 @@ class ReinforceConfig:
 
   def chunk_end(self, chunk: int) -> int:
     """The counter value (env steps or updates) at which chunk ``chunk`` (1-based) ends."""
-    return -(-self.budget * chunk // self.num_chunks)
+    return budget.chunk_end(self.budget, self.num_chunks, chunk)
 
   def curve_marks(self) -> list[int]:
     """The counter values (env steps or updates) of the recorded learning-curve points."""
-    out = []
-    for c in range(self.num_chunks):
-      start, end = self.chunk_end(c), self.chunk_end(c + 1)
-      out += [start + (end - start) * j // self.points_per_chunk
-              for j in range(1, self.points_per_chunk + 1)]
-    return out
+    return budget.curve_marks(self.budget, self.num_chunks, self.points_per_chunk)
 
   def validate(self) -> None:
     """Raises UserError naming the first bad field and its valid range."""
@@ -200,12 +195,7 @@ def make_setup(config: ReinforceConfig, seed_axis: str | None = None) -> Setup:
                                       config.activation, obs_ndim)
   value = policies.ValueNetwork(tuple(config.value_hidden_sizes), config.activation, obs_ndim)
 
-  def adam(lr):
-    tx = optax.adam(lr)
-    if config.max_grad_norm > 0:
-      tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), tx)
-    return tx
-
+  adam = lambda lr: _adam(config, lr)
   per_chunk = config.budget // config.num_chunks
   if config.total_updates == 0 and per_chunk < config.num_envs * limit:
     raise UserError(
@@ -218,6 +208,22 @@ def make_setup(config: ReinforceConfig, seed_axis: str | None = None) -> Setup:
                policy=policy, value=value, policy_tx=adam(config.policy_lr),
                value_tx=adam(config.value_lr), block_steps=block,
                buffer_steps=-(-limit // block) * block, seed_axis=seed_axis)
+
+
+def _adam(config: ReinforceConfig, lr) -> optax.GradientTransformation:
+  """Adam with step size ``lr`` (a float, or a traced scalar in a sweep), after clipping."""
+  tx = optax.adam(lr)
+  if config.max_grad_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), tx)
+  return tx
+
+
+def with_hyperparameters(setup: Setup, hparams) -> Setup:
+  """``setup`` with sweepable config fields (policy_lr, value_lr, entropy_coef) replaced by
+  ``hparams`` values, e.g. traced scalars of an in-program sweep; nothing else is rebuilt."""
+  config = dataclasses.replace(setup.config, **hparams)
+  return dataclasses.replace(setup, config=config, policy_tx=_adam(config, config.policy_lr),
+                             value_tx=_adam(config, config.value_lr))
 
 
 def init_state(setup: Setup, key: chex.PRNGKey) -> ReinforceState:
@@ -461,7 +467,12 @@ def make_train(config: ReinforceConfig, seed_axis: str | None = SEED_AXIS) -> Tr
   chunk loops then run as long as the slowest seed needs instead of selecting per seed (the
   results are the same; see ``rollout.any_over_axis``).
   """
-  setup = make_setup(config, seed_axis)
+  return train_from_setup(make_setup(config, seed_axis))
+
+
+def train_from_setup(setup: Setup) -> Train:
+  """``runner.Train`` of a built Setup (``make_train``; a sweep's cells via
+  ``with_hyperparameters``)."""
 
   def init(key, data=None):
     del data

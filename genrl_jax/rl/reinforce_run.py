@@ -6,6 +6,7 @@ from __future__ import annotations
 from genrl_jax import run as runner
 from genrl_jax.rl import reinforce, report
 from genrl_jax.run import config as cfg
+from genrl_jax.run import sweep
 
 
 def make_experiment(config: reinforce.ReinforceConfig, target: float | None,
@@ -21,7 +22,9 @@ def make_experiment(config: reinforce.ReinforceConfig, target: float | None,
       finite_key="grad_norm_max",
       units_per_chunk=config.budget // config.num_chunks,
       units_label="env steps/s" if config.total_updates == 0 else "updates/s",
-      resume_may_change=("target_return",), seed_loop=seed_loop)
+      resume_may_change=("target_return",), seed_loop=seed_loop,
+      sweepable=sweep.Sweepable(config, lambda hparams: reinforce.train_from_setup(
+          reinforce.with_hyperparameters(train.static, hparams))))
 
 
 def from_saved_flags(saved: dict, name: str = "reinforce") -> runner.Experiment:

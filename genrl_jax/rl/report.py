@@ -20,6 +20,14 @@ from genrl_jax.run.runner import stack_history
 SOLVED_RETURN = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "MountainCar-v0": -110.0}
 
 
+def define_target_return_flag() -> None:
+  """``--target_return``, for every RL entry point (declared here once)."""
+  from absl import flags  # noqa: PLC0415
+  flags.DEFINE_float("target_return", None, "Return a seed's last-100-episode average must reach "
+                     "to count as solved in results.json; default: Gym's threshold for the env "
+                     "(CartPole-v1 475, Acrobot-v1 -100, MountainCar-v0 -110), else none.")
+
+
 def target_return(config, flag_value: float | None) -> float | None:
   """The return that counts as solved: the flag's value, else Gym's threshold for the env."""
   return flag_value if flag_value is not None else SOLVED_RETURN.get(config.env_id)

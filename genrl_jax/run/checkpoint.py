@@ -29,16 +29,35 @@ def _is_key(x) -> bool:
 
 
 def to_storable(state):
-  """Typed keys -> their uint32 key data; everything copied to host numpy."""
+  """Typed keys -> their uint32 key data; everything copied to host numpy (across processes:
+  a device copy that keeps the global sharding, each process then writes its own shards)."""
   state = jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state)
+  if jax.process_count() > 1:
+    return jax.jit(lambda t: jax.tree.map(jax.numpy.copy, t))(state)
   return jax.device_get(state)
+
+
+def _abstract(target):
+  """orbax's restore target: shapes and dtypes (and, across processes, the global shardings)."""
+  if jax.process_count() > 1:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                        target)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), target)
+
+
+def _on_one_device(abstract):
+  """``abstract`` with this process's first device named: how one process restores a
+  checkpoint that several processes wrote (orbax otherwise asks for the saved topology)."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
 
 
 def from_storable(stored, template):
   """Inverse of ``to_storable`` given a template state of the same structure."""
   def restore_leaf(saved, like):
     if _is_key(like):
-      return jax.random.wrap_key_data(np.asarray(saved), impl=jax.random.key_impl(like))
+      data = saved if isinstance(saved, jax.Array) else np.asarray(saved)  # global across processes
+      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(like))
     return jax.numpy.asarray(saved, dtype=like.dtype)
   return jax.tree.map(restore_leaf, stored, template)
 
@@ -159,7 +178,13 @@ class Checkpointer:
   def _read(self, step: int, abstract):
     """orbax's restore of one step, or the exception that made it unreadable."""
     try:
-      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract)), None
+      try:
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract)), None
+      except ValueError as e:
+        if "Topology mismatch" not in str(e) or jax.process_count() > 1:
+          raise
+        return self._manager.restore(step, args=ocp.args.StandardRestore(
+            _on_one_device(abstract))), None
     except Exception as e:  # noqa: BLE001 -- any failure means this step is unusable.
       _silence_failed_read_leftovers(self.step_dir(step))
       return None, e
@@ -178,7 +203,7 @@ class Checkpointer:
     can be read: one ``UserError``.
     """
     target = to_storable(template)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), target)
+    abstract = _abstract(target)
     restored = None
     readable = 0
     for step in reversed(self.all_steps()):
@@ -207,7 +232,7 @@ class Checkpointer:
                       f"{', '.join(map(str, self.all_steps())) or 'none'} (keep more with "
                       "--keep_every)")
     target = to_storable(template)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), target)
+    abstract = _abstract(target)
     stored, error = self._read(step, abstract)
     if error is not None:
       raise UserError(f"checkpoint step {step} in {self.step_dir(step)} is unreadable "

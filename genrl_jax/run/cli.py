@@ -17,9 +17,18 @@ from typing import Callable
 from absl import app, flags, logging
 
 from genrl_jax.run import devices
+from genrl_jax.run import distributed
 from genrl_jax.run.errors import Interrupted, UserError
 
 FLAGS = flags.FLAGS
+
+# A multi-process run connects now, before the entry point's other imports can start a JAX
+# backend (genrl_jax.run.distributed); a bad value is reported by cli_main in one line.
+try:
+  distributed.initialize_from_argv(sys.argv)
+  _DISTRIBUTED_ERROR = None
+except UserError as _e:
+  _DISTRIBUTED_ERROR = _e
 
 
 def define_run_flags(*, workdir: str, seeds: int = 1, seed_loop: str = "vmap",
@@ -42,6 +51,16 @@ def define_run_flags(*, workdir: str, seeds: int = 1, seed_loop: str = "vmap",
                     "(faster on a CPU: plain matmuls, each seed's parameters stay in cache), "
                     "'auto' = map on CPU, vmap otherwise. Same results up to float rounding; "
                     "may change on resume.")
+  flags.DEFINE_string("coordinator_address", None, "Multi-process run: HOST:PORT of process 0 "
+                      "(jax.distributed); with --num_processes and --process_id. Under SLURM "
+                      "(srun) and on Cloud TPU VM pod slices they are detected instead.")
+  flags.DEFINE_integer("num_processes", None, "Multi-process run: the number of processes P.")
+  flags.DEFINE_integer("process_id", None, "Multi-process run: this process's id, 0..P-1.")
+  flags.DEFINE_string("sweep", "", "In-program sweep of sweepable float hyperparameters, e.g. "
+                      "'learning_rate=1e-3,3e-4,1e-4' (several fields: their product, space-"
+                      "separated): every (value, seed) cell runs in the same compiled program; "
+                      "cell (v, i) equals the separate run --name=v --seed=seed+i. Shape-changing "
+                      "flags: separate jobs (python -m launch.sweep).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +73,7 @@ class RunFlags:
   keep_checkpoints: int
   keep_every: int
   seed_loop: str
+  sweep: str = ""
 
 
 def run_flags(experiment: str, flag_values=FLAGS) -> RunFlags:
@@ -79,6 +99,7 @@ def run(experiment, rf: RunFlags, flag_values=FLAGS, config: dict | None = None,
   return runner.run(experiment, seeds=rf.seeds, seed=rf.seed, workdir=rf.workdir,
                     checkpoint_every=rf.checkpoint_every, keep_checkpoints=rf.keep_checkpoints,
                     keep_every=rf.keep_every or None, seed_loop=rf.seed_loop,
+                    sweep=rf.sweep or None,
                     config=flags_dict(flag_values) if config is None else config, **kwargs)
 
 
@@ -115,6 +136,11 @@ def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = F
       if len(argv) > 1:
         raise UserError(f"unexpected arguments {' '.join(argv[1:])!r}; options are given as "
                         "--name=value (see --helpfull)")
+      if _DISTRIBUTED_ERROR is not None:
+        raise _DISTRIBUTED_ERROR
+      if "coordinator_address" in flags.FLAGS:  # connected at import; checks the parsed values
+        distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
+                               flags.FLAGS.process_id)
       return main(argv)
     except Interrupted as e:
       print(f"{e}; resume with: {resume_command()}", flush=True)

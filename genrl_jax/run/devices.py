@@ -51,15 +51,54 @@ def host_device_per_core(cores: int | None = None) -> bool:
 def seed_shardings(num_seeds: int, devices=None):
   """(sharding of arrays with a leading seed axis, replicated sharding), or (None, None).
 
-  Uses the largest number of local devices that divides ``num_seeds``; with one device (or a
-  prime number of seeds larger than the device count...) there is nothing to shard.
+  One process: the largest number of ``devices`` (default: the local ones) that divides
+  ``num_seeds``; with one device (or a prime number of seeds larger than the device count...)
+  there is nothing to shard, and the seeds run on one device (``SeedPlacement.describe`` says
+  so). Several processes (``jax.distributed``): ``process_shardings``.
   """
+  if devices is None and jax.process_count() > 1:
+    return process_shardings(num_seeds)
   devices = list(devices if devices is not None else jax.local_devices())
   shards = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
   if shards < 2:
     return None, None
   mesh = Mesh(np.asarray(devices[:shards]), (SEED_DEVICES_AXIS,))
   return NamedSharding(mesh, PartitionSpec(SEED_DEVICES_AXIS)), NamedSharding(mesh, PartitionSpec())
+
+
+def process_shardings(num_seeds: int, devices=None, num_processes: int | None = None):
+  """Seed-axis shardings over the devices of every process of a multi-process run.
+
+  Each of the P processes holds an equal, contiguous share of the seed axis on its own local
+  devices: process p runs seeds [p N/P, (p+1) N/P). The mesh takes the same number k of
+  devices from every process, k the largest count <= its local devices with N % (P k) == 0.
+  N not a multiple of P is refused (one line): a process with no seeds, or a padded seed, would
+  be wasted or change the results' shape; pass a multiple of the process count.
+
+  Args:
+    num_seeds: N, the leading axis (seeds, or sweep cells).
+    devices: all devices of the run (default ``jax.devices()``), each with ``process_index``.
+    num_processes: P (default ``jax.process_count()``).
+  """
+  devices = list(devices if devices is not None else jax.devices())
+  grid = process_grid(num_seeds, devices, num_processes or jax.process_count())
+  mesh = Mesh(np.asarray(grid), (SEED_DEVICES_AXIS,))
+  return NamedSharding(mesh, PartitionSpec(SEED_DEVICES_AXIS)), NamedSharding(mesh, PartitionSpec())
+
+
+def process_grid(num_seeds: int, devices, num_processes: int) -> list:
+  """The devices of ``process_shardings``' mesh in seed order (process by process)."""
+  from genrl_jax.run.errors import UserError  # pylint: disable=g-import-not-at-top
+  if num_seeds % num_processes:
+    raise UserError(f"{num_seeds} seeds (x sweep points) do not split evenly over "
+                    f"{num_processes} processes; pass a multiple of {num_processes}")
+  by_process: dict[int, list] = {}
+  for d in sorted(devices, key=lambda d: (d.process_index, d.id)):
+    by_process.setdefault(d.process_index, []).append(d)
+  local = min(len(v) for v in by_process.values())
+  per_process = num_seeds // num_processes
+  k = max(d for d in range(1, local + 1) if per_process % d == 0)
+  return [d for p in sorted(by_process) for d in by_process[p][:k]]
 
 
 def resolve_seed_loop(seed_loop: str) -> str:

@@ -19,6 +19,7 @@ import os
 import shlex
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax import registry
@@ -127,8 +128,10 @@ def replay(run: LoadedRun, step: int | None, out_dir: str, log=print) -> list[tu
   history = run.history(step)
   final, eval_seconds = runner.final_evaluation(run.experiment, run.compiled, state, run.data, [],
                                                 log)
+  # workdir: the run's own, as in training: a summarize hook reads the files the run wrote there
+  # (e.g. the DCGAN's snapshot scores); results and figures go to out_dir.
   result = runner.RunResult(state=state, history=history, seeds=run.placement.seeds,
-                            chunk_seconds=[], workdir=out_dir, final=final,
+                            chunk_seconds=[], workdir=run.workdir, final=final,
                             eval_seconds=eval_seconds, placement=run.placement,
                             config=run.info.get("config"))
   os.makedirs(out_dir, exist_ok=True)
@@ -143,8 +146,12 @@ def replay(run: LoadedRun, step: int | None, out_dir: str, log=print) -> list[tu
   return compare_results(saved, replayed, step)
 
 
+MISSING = "(missing)"  # a saved metric or extra the replay did not produce
+
+
 def compare_results(saved: dict | None, replayed: dict, step: int) -> list[tuple]:
-  """(name, saved, replayed, equal) rows for every metric mean and non-timing extra."""
+  """(name, saved, replayed, equal) rows for every metric mean and non-timing extra, of the
+  replay and of the saved results (one the replay lacks is a row that is not equal)."""
   same_step = saved is not None and saved.get("extra", {}).get("chunks_done", step) == step
   rows = []
   for name, s in replayed["metrics"].items():
@@ -156,6 +163,13 @@ def compare_results(saved: dict | None, replayed: dict, step: int) -> list[tuple
       continue
     old = (saved or {}).get("extra", {}).get(name, "-") if same_step else "-"
     rows.append((name, old, value, None if old == "-" else old == value))
+  if same_step:
+    for name, old in saved.get("metrics", {}).items():
+      if name not in replayed["metrics"]:
+        rows.append((name, old["mean"], MISSING, False))
+    for name, old in saved.get("extra", {}).items():
+      if name not in replayed["extra"] and name not in TIMING_KEYS:
+        rows.append((name, old, MISSING, False))
   return rows
 
 
@@ -175,9 +189,11 @@ def format_table(rows: list[tuple]) -> str:
 def ulp_distance(a: np.ndarray, b: np.ndarray) -> int:
   """The largest number of representable floats between a and b (0 for equal arrays)."""
   a, b = np.asarray(a), np.asarray(b)
-  if not np.issubdtype(a.dtype, np.floating):
+  # jnp.issubdtype, not np's: bfloat16 (ml_dtypes) is not a subtype of np.floating, and as an
+  # integer it would be truncated (1.0 and 1.0078125 would count as 0 ULP apart).
+  if not jnp.issubdtype(a.dtype, jnp.floating):
     return int(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))) if a.size else 0
-  ints = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
+  ints = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
 
   def ordered(x):  # the float bit patterns as integers that sort like the floats
     i = x.view(ints).astype(np.int64)

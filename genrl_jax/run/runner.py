@@ -34,7 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax.run import devices as devices_lib
+from genrl_jax.run import distributed
 from genrl_jax.run import stats
+from genrl_jax.run import sweep as sweep_lib
 from genrl_jax.run.checkpoint import Checkpointer
 from genrl_jax.run.errors import Interrupted, TrainingDiverged, UserError
 from genrl_jax.run import info as run_info_lib
@@ -46,7 +48,8 @@ RUN_INFO_FILE = "run_info.json"
 CHECKPOINT_DIR = "checkpoints"
 RESULTS_FILE = "results.json"
 # Run-level flags that may differ on resume (the seed loop may change rounding, see WORKSPACE.md).
-RUN_FLAGS_MAY_CHANGE = ("checkpoint_every", "keep_checkpoints", "keep_every", "seed_loop")
+RUN_FLAGS_MAY_CHANGE = ("checkpoint_every", "keep_checkpoints", "keep_every", "seed_loop",
+                        "coordinator_address", "num_processes", "process_id")
 SEED_AXIS = devices_lib.SEED_AXIS  # the name of the vmapped seed axis inside init and chunk
 
 
@@ -99,6 +102,8 @@ class Experiment:
     seed_loop: how each device runs its seeds: "vmap" (batched; SEED_AXIS bound for
       collectives), "map" (one after another) or "auto" (map on CPU, vmap on accelerators);
       see ``devices.over_seeds``. Only "vmap" allows collectives over SEED_AXIS.
+    sweepable: a ``sweep.Sweepable`` (the config and its hparams -> Train) for in-program
+      ``--sweep`` runs, or None.
   """
   name: str
   init: Callable[[jax.Array, Any], Any]
@@ -119,6 +124,7 @@ class Experiment:
   resume_may_change: Sequence[str] = ("checkpoint_every",)
   compiler_options: dict[str, Any] | None = None
   seed_loop: str = "vmap"
+  sweepable: Any = None
 
 
 @dataclasses.dataclass
@@ -186,6 +192,8 @@ class RetraceError(RuntimeError):
 
 
 def _format_duration(seconds: float) -> str:
+  if seconds < 1:
+    return "<1 s"
   if seconds < 90:
     return f"{seconds:.0f} s"
   if seconds < 5400:
@@ -279,34 +287,48 @@ class MetricsLog:
     return rows
 
   def append(self, chunk: int, seeds: np.ndarray, metrics: dict[str, np.ndarray],
-             seconds: float) -> None:
+             seconds: float, cells: list[dict] | None = None) -> None:
+    """One row per seed; with a sweep (``cells``: one dict per cell) each row also carries its
+    cell index and swept values."""
     with open(self.path, "a") as f:
       for i, seed in enumerate(seeds):
-        row = {"chunk": chunk, "seed": int(seed), "seconds": round(seconds, 4)}
+        row = {"chunk": chunk, "seed": int(seed), **(cells[i] if cells else {}),
+               "seconds": round(seconds, 4)}
         row.update({k: _jsonable(v[i]) for k, v in metrics.items()})
         f.write(json.dumps(row) + "\n")
     if self.tensorboard is not None:
-      self.tensorboard.append(chunk, seeds, metrics, seconds)
+      names = None if not cells else _cell_names(cells, seeds)
+      self.tensorboard.append(chunk, seeds, metrics, seconds, **({"names": names} if names else {}))
 
   def close(self) -> None:
     if self.tensorboard is not None:
       self.tensorboard.close()
 
 
-def history_from_rows(rows: list[dict], seeds: np.ndarray, upto: int) -> list[dict[str, np.ndarray]]:
-  """Rebuilds per-chunk [n_seeds] arrays for chunks 1..upto from metrics.jsonl rows."""
+def _cell_names(cells: list[dict], seeds) -> list[str]:
+  """TensorBoard run names of sweep cells: ``learning_rate-0.001_seed_3``."""
+  return ["_".join(f"{k}-{v:g}" for k, v in cell.items() if k != "cell") + f"_seed_{int(s)}"
+          for cell, s in zip(cells, seeds)]
+
+
+def history_from_rows(rows: list[dict], seeds: np.ndarray, upto: int,
+                      cells: list[dict] | None = None) -> list[dict[str, np.ndarray]]:
+  """Rebuilds per-chunk [n_seeds] arrays for chunks 1..upto from metrics.jsonl rows (with a
+  sweep, [n_cells] arrays, the rows matched by their ``cell``)."""
   by_chunk: dict[int, dict[int, dict]] = {}
   for r in rows:
-    by_chunk.setdefault(r["chunk"], {})[r["seed"]] = r
+    by_chunk.setdefault(r["chunk"], {})[r["cell"] if cells else r["seed"]] = r
+  ids = [c["cell"] for c in cells] if cells else [int(s) for s in seeds]
+  labels = set(cells[0]) if cells else set()
   history = []
   for c in range(1, upto + 1):
     per_seed = by_chunk.get(c, {})
     keys = [k for k in (next(iter(per_seed.values())) if per_seed else {})
-            if k not in ("chunk", "seed", "seconds")]
+            if k not in ("chunk", "seed", "seconds") and k not in labels]
     entry = {}
     for k in keys:
       try:
-        entry[k] = np.asarray([np.asarray(per_seed[int(s)][k], dtype=np.float64) for s in seeds])
+        entry[k] = np.asarray([np.asarray(per_seed[i][k], dtype=np.float64) for i in ids])
       except (KeyError, ValueError, TypeError):
         continue
     history.append(entry)
@@ -467,15 +489,22 @@ class Compiled:
   def __init__(self, exp: Experiment, placement: SeedPlacement):
     self.placement = placement
     opts = exp.compiler_options
-    self.init = placement.jit(exp.init, compiler_options=opts)
-    self.chunk = placement.jit(trace_once(exp.chunk), donate=True, compiler_options=opts)
-    self.evaluate = (placement.jit(exp.evaluate, compiler_options=opts)
-                     if exp.evaluate is not None else None)
+    init, chunk, evaluate_fn = exp.init, exp.chunk, exp.evaluate
+    if placement.sweep is not None:  # the swept values are an argument of each cell's function
+      train = exp.sweepable.train
+      init = lambda key, data, hp: train(hp).init(key, data)
+      chunk = lambda state, data, hp: train(hp).chunk(state, data)
+      evaluate_fn = (lambda state, data, hp: train(hp).evaluate(state, data)) \
+          if exp.evaluate is not None else None
+    self.init = placement.jit(init, compiler_options=opts)
+    self.chunk = placement.jit(trace_once(chunk), donate=True, compiler_options=opts)
+    self.evaluate = (placement.jit(evaluate_fn, compiler_options=opts)
+                     if evaluate_fn is not None else None)
 
 
 def evaluate(compiled: Compiled, state, data) -> dict[str, np.ndarray]:
   """The experiment's evaluation of every seed, on the host as float64 [n_seeds] arrays."""
-  out = jax.device_get(compiled.evaluate(state, data))
+  out = compiled.placement.to_host(compiled.evaluate(state, data))
   return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
@@ -497,10 +526,15 @@ def _restore_or_init(exp: Experiment, compiled: Compiled, data, workdir: str | N
     state, start = checkpointer.restore(template=state)
     state = placement.place_state(state)
     log(f"resuming {exp.name} from {exp.chunk_label} {start}/{exp.num_chunks} in {workdir}")
+  if not distributed.is_main():  # multi-process: process 0 writes the run's files
+    rows = [r for r in MetricsLog(os.path.join(workdir, METRICS_FILE)).read()
+            if r.get("chunk", 0) <= start]
+    return state, start, checkpointer, None, history_from_rows(
+        rows, placement.seeds, start, placement.cell_labels())
   metrics_log = MetricsLog(os.path.join(workdir, METRICS_FILE),
                            TensorBoardLog(workdir, resume_from=start))
   rows = metrics_log.keep_until(start)
-  history = history_from_rows(rows, placement.seeds, start)
+  history = history_from_rows(rows, placement.seeds, start, placement.cell_labels())
   run_info_lib.write(os.path.join(workdir, RUN_INFO_FILE), exp.name, config,
                      placement.first_seed, placement.num_seeds, resumed_from=start,
                      placement=placement.describe())
@@ -513,7 +547,7 @@ def _check_finite(exp: Experiment, metrics: dict[str, np.ndarray], done: int,
   """Stops on a NaN/Inf ``finite_key``, naming the seeds; the last good checkpoint is kept."""
   if exp.finite_key is None or exp.finite_key not in metrics:
     return
-  values = np.asarray(metrics[exp.finite_key]).reshape(placement.num_seeds, -1)
+  values = np.asarray(metrics[exp.finite_key]).reshape(placement.num_cells, -1)
   bad = ~np.all(np.isfinite(values), axis=1)
   if not bad.any():
     return
@@ -540,19 +574,19 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
   chunk_seconds: list[float] = []
   last_saved = start
   if exp.after_chunk is not None and start == 0:
-    exp.after_chunk(ChunkEnd(0, state, {}, workdir, placement, data))
+    _after_chunk(exp, ChunkEnd(0, state, {}, workdir, placement, data))
   with _StopRequest(log) as stop:
     for index in range(start, exp.num_chunks):
       t0 = time.perf_counter()
       state, metrics = compiled.chunk(state, data)
-      metrics = _to_host(metrics)  # the one host transfer per chunk; also a sync point.
+      metrics = _to_host(placement.to_host(metrics))  # the one host transfer per chunk.
       seconds = time.perf_counter() - t0
       chunk_seconds.append(seconds)
       done = index + 1
       if compiled.evaluate is not None and exp.evaluate_every and done % exp.evaluate_every == 0:
         metrics.update({f"eval_{k}": v for k, v in evaluate(compiled, state, data).items()})
       if metrics_log is not None:
-        metrics_log.append(done, placement.seeds, metrics, seconds)
+        metrics_log.append(done, placement.seeds, metrics, seconds, placement.cell_labels())
       # float64, as the rows of metrics.jsonl read back: a resumed or replayed run summarizes
       # exactly the numbers a run that never stopped does.
       history.append({k: np.asarray(v, np.float64) for k, v in metrics.items()})
@@ -563,19 +597,30 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
       line = progress_line(exp, done, metrics, seconds, eta)
       log(line + (" (includes compile)" if index == start else ""))
 
+      # Across processes the stop is agreed (any process signalled), so all stop at this chunk.
+      stopping = distributed.any_process(stop.requested)
       if checkpointer is not None and (done % checkpoint_every == 0 or done == exp.num_chunks
-                                       or stop.requested):
+                                       or stopping):
         checkpointer.save(done, state)
         last_saved = done
       if exp.after_chunk is not None:
-        exp.after_chunk(ChunkEnd(done, state, metrics, workdir, placement, data))
-      if stop.requested and done < exp.num_chunks:
+        _after_chunk(exp, ChunkEnd(done, state, metrics, workdir, placement, data))
+      if stopping and done < exp.num_chunks:
         if checkpointer is not None:
           checkpointer.wait()
           raise Interrupted(f"stopped after {exp.chunk_label} {done}/{exp.num_chunks}; "
                             f"checkpoint saved in {checkpointer.directory}")
         raise Interrupted(f"stopped after {exp.chunk_label} {done} (no --workdir: nothing saved)")
   return state, chunk_seconds
+
+
+def _after_chunk(exp: Experiment, end: ChunkEnd) -> None:
+  """The hook; in a multi-process run on process 0 only, with the state gathered to the host."""
+  if jax.process_count() > 1:
+    end.state = end.placement.to_host(end.state)  # a collective: every process takes part
+    if not distributed.is_main():
+      return
+  exp.after_chunk(end)
 
 
 def final_evaluation(exp: Experiment, compiled: Compiled, state, data, chunk_seconds,
@@ -608,7 +653,14 @@ def write_results(exp: Experiment, result: RunResult, out_dir: str | None) -> di
   extra = {**extra, "chunks_done": len(result.history),
            "eval_seconds": round(result.eval_seconds, 2),
            "chunk_seconds": [round(s, 3) for s in result.chunk_seconds]}
-  document = results_document(exp.name, result.config, result.seeds, metrics, extra)
+  placement = result.placement
+  seeds = result.seeds
+  if placement is not None and placement.sweep is not None:  # one entry per metric and point
+    extra["sweep"] = sweep_lib.results_extra(placement.sweep, placement.seed_values)
+    extra["sweep"]["per_cell"] = {k: summary(v)["per_seed"] for k, v in metrics.items()}
+    metrics = sweep_lib.split_metrics(metrics, placement.sweep, placement.num_seeds)
+    seeds = placement.seed_values
+  document = results_document(exp.name, result.config, seeds, metrics, extra)
   if out_dir:
     write_json(os.path.join(out_dir, RESULTS_FILE), document)
   return document
@@ -616,7 +668,7 @@ def write_results(exp: Experiment, result: RunResult, out_dir: str | None) -> di
 
 def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = None,
         checkpoint_every: int = 1, keep_checkpoints: int = 3, keep_every: int | None = None,
-        config: dict | None = None, seed_loop: str | None = None,
+        config: dict | None = None, seed_loop: str | None = None, sweep: str | None = None,
         log: Callable[[str], None] = lambda s: print(s, flush=True)) -> RunResult:
   """Runs ``exp`` for ``seeds`` seeds in one program, resuming from ``workdir`` when it holds a
   checkpoint; then evaluates, writes results.json and the figures.
@@ -631,6 +683,8 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     keep_every: also keep every checkpoint whose chunk is a multiple of this (None: off).
     config: the flags, saved in run_info.json and compared on resume.
     seed_loop: overrides ``exp.seed_loop``.
+    sweep: ``"name=v1,v2 ..."``: every (grid point, seed) cell in the same program
+      (``genrl_jax.run.sweep``); figures are then ``sweep.png`` (final metrics vs the values).
     log: where progress lines go.
   Returns:
     RunResult with the final stacked state, the per-chunk history and the final evaluation.
@@ -643,7 +697,10 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     raise UserError(f"nothing to run: {exp.num_chunks} {exp.chunk_label}s; pass a positive count")
   if workdir:
     check_workdir(workdir)
-  placement = SeedPlacement(seeds, seed, seed_loop or exp.seed_loop)
+  if not distributed.is_main():
+    log = lambda _: None  # noqa: E731 (process 0 prints the progress of a multi-process run)
+  grid = sweep_lib.parse(sweep, exp.sweepable, exp.name) if sweep else None
+  placement = SeedPlacement(seeds, seed, seed_loop or exp.seed_loop, sweep=grid)
   compiled = Compiled(exp, placement)
   data = placement.place_data(exp.data)
   state, start, checkpointer, metrics_log, history = _restore_or_init(
@@ -659,11 +716,16 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
   if start >= exp.num_chunks:
     log(f"{exp.name}: all {exp.num_chunks} {exp.chunk_label}s already done in {workdir}")
   final, eval_seconds = final_evaluation(exp, compiled, state, data, chunk_seconds, log)
+  if jax.process_count() > 1:  # every process gets the whole state (a gather)
+    state = placement.to_host(state)
   result = RunResult(state=state, history=history, seeds=placement.seeds,
                      chunk_seconds=chunk_seconds, workdir=workdir, final=final,
                      eval_seconds=eval_seconds, placement=placement, config=config)
-  result.results = write_results(exp, result, workdir)
-  if exp.figures is not None and workdir:
+  main = distributed.is_main()
+  result.results = write_results(exp, result, workdir if main else None)
+  if grid is not None and workdir and main:
+    sweep_lib.figures(result, exp.summarize, workdir)
+  elif exp.figures is not None and workdir and main:
     exp.figures(result, workdir)
   return result
 

@@ -64,9 +64,10 @@ class TensorBoardLog:
     self.purge_step = int(resume_from) + 1
     self._writers: dict[int, object] = {}
 
-  def _writer(self, seed: int):
+  def _writer(self, seed: int | str):
     if seed not in self._writers:
-      directory = seed_dir(self.workdir, seed)
+      directory = (os.path.join(self.workdir, TENSORBOARD_DIR, seed) if isinstance(seed, str)
+                   else seed_dir(self.workdir, seed))
       os.makedirs(directory, exist_ok=True)
       # A file name unique per writer: tensorboardX names files by the second, and a second
       # writer in the same second would otherwise truncate the first one's file. The suffix
@@ -79,10 +80,12 @@ class TensorBoardLog:
       self._writers[seed] = writer
     return self._writers[seed]
 
-  def append(self, chunk: int, seeds, metrics: dict[str, np.ndarray], seconds: float) -> None:
+  def append(self, chunk: int, seeds, metrics: dict[str, np.ndarray], seconds: float,
+             names: list[str] | None = None) -> None:
+    """``names``: one TensorBoard run name per row instead of ``seed_<s>`` (sweep cells)."""
     wall_time = time.time()
     for i, seed in enumerate(np.asarray(seeds)):
-      writer = self._writer(int(seed))
+      writer = self._writer(names[i] if names else int(seed))
       scalars = {name: scalar_value(np.asarray(values)[i]) for name, values in metrics.items()}
       scalars["seconds"] = float(seconds)
       for name, value in scalars.items():
