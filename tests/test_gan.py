@@ -41,7 +41,7 @@ def test_subpixel_transposed_conv_equals_flax_conv_transpose(shape):
 @pytest.mark.parametrize("shape", [(2, 28, 28, 1), (1, 14, 14, 3), (1, 7, 7, 2)])
 def test_patch_conv_equals_flax_conv(shape):
   x = jax.random.normal(jax.random.key(0), shape)
-  ours = dcgan.Conv4x4(5)
+  ours = dcgan.PatchConv(5)
   variables = _random_params(ours.init(jax.random.key(1), x))
   reference = nn.Conv(5, (4, 4), strides=(2, 2), padding="SAME").apply(variables, x)
   np.testing.assert_allclose(ours.apply(variables, x), reference, atol=1e-4)

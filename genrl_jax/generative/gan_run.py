@@ -167,7 +167,7 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
       stacked = np.stack(columns, axis=1).reshape((-1,) + columns[0].shape[1:])
       paths.append(plots.image_grid(
           os.path.join(out_dir, "snapshots.png"), stacked, rows=per_column,
-          title="iterations " + ", ".join(str(it) for it, _ in grids) + " (one column each)"))
+          title="it. " + ", ".join(str(it) for it, _ in grids)))
     return paths
 
   return runner.Experiment(

@@ -79,17 +79,21 @@ def patch_conv(x: Array, kernel: Array, stride: int) -> Array:
   return patches @ kernel.reshape(k * k * c, kernel.shape[3])
 
 
-class Conv4x4(nn.Module):
-  """Stride-2 4x4 convolution with bias, [B, H, W, I] -> [B, H/2, W/2, O]; equal to
-  ``nn.Conv(features, (4, 4), strides=(2, 2), padding="SAME")`` with the same parameters."""
+class PatchConv(nn.Module):
+  """k x k convolution with bias and "SAME" padding, computed by ``patch_conv``; equal to
+  ``nn.Conv(features, (k, k), strides=(stride, stride), padding="SAME")`` with the same
+  parameters."""
   features: int
+  kernel_size: int = 4
+  stride: int = 2
   kernel_init: nn.initializers.Initializer = _INIT
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
+    k = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    return patch_conv(x, kernel, 2) + bias
+    return patch_conv(x, kernel, self.stride) + bias
 
 
 class ConvTranspose4x4(nn.Module):
@@ -141,9 +145,9 @@ class Discriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    h = Conv4x4(self.width, name="conv_0")(x)
+    h = PatchConv(self.width, name="conv_0")(x)
     h = nn.leaky_relu(h, self.negative_slope)
-    h = Conv4x4(2 * self.width, name="conv_1")(h)
+    h = PatchConv(2 * self.width, name="conv_1")(h)
     h = nn.leaky_relu(h, self.negative_slope)
     h = h.reshape((h.shape[0], -1))
     return nn.Dense(1, kernel_init=_INIT, name="logit")(h)[:, 0]

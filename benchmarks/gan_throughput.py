@@ -1,0 +1,93 @@
+"""DCGAN training throughput: N seeds in one genrl_jax program vs N sequential PyTorch runs.
+
+  python -m benchmarks.gan_throughput --data_dir=../shared/data/mnist --seeds=4 --rounds=3
+
+Same architecture, batch and optimizer on both sides (benchmarks/peers/torch_dcgan.py). Rounds
+interleave the two (ours: one chunk of --iterations for all seeds; the peer: --iterations for
+each seed in turn), so both see the same machine load; the best round of each is compared.
+Prints the machine's f32 matmul GFLOP/s beside the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from benchmarks.vae_throughput import matmul_peak_gflops
+from genrl_jax.data import images
+from genrl_jax.generative import gan
+from genrl_jax.run import devices
+from genrl_jax.run.placement import SeedPlacement
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data_dir", default="../shared/data/mnist")
+  parser.add_argument("--seeds", type=int, default=4)
+  parser.add_argument("--width", type=int, default=16)
+  parser.add_argument("--latent_dim", type=int, default=100)
+  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--iterations", type=int, default=25, help="iterations per timed round")
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--seed_loop", default="auto", choices=devices.SEED_LOOPS)
+  parser.add_argument("--torch_threads", type=int, default=os.cpu_count() or 1)
+  args = parser.parse_args()
+
+  import torch  # noqa: PLC0415
+  from benchmarks.peers import torch_dcgan  # noqa: PLC0415
+  torch.set_num_threads(args.torch_threads)
+  dataset = images.load("mnist", args.data_dir, 0.1)
+  train_u8 = dataset.train_images.reshape(len(dataset.train_images), -1)
+  config = gan.GANConfig(width=args.width, latent_dim=args.latent_dim, batch_size=args.batch_size,
+                         iterations_per_chunk=args.iterations)
+  train = gan.make_train(config)
+  placement = SeedPlacement(args.seeds, 0, args.seed_loop)
+  data = placement.place_data({"train": jax.numpy.asarray(train_u8)})
+  init = placement.jit(train.init)
+  chunk = placement.jit(train.chunk, donate=True, compiler_options=gan.compiler_options())
+  state = init(placement.keys(), data)
+  t0 = time.perf_counter()
+  state, metrics = chunk(state, data)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  peers = [torch_dcgan.DCGAN(train_u8, args.width, args.latent_dim, args.batch_size, s)
+           for s in range(args.seeds)]
+  peers[0].iterations(2)  # warm-up
+
+  peak_before = matmul_peak_gflops()
+  ours, theirs = [], []
+  for r in range(args.rounds):
+    t0 = time.perf_counter()
+    state, metrics = chunk(state, data)
+    jax.block_until_ready(metrics)
+    ours.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for p in peers:
+      p.iterations(args.iterations)
+    theirs.append(time.perf_counter() - t0)
+    print(f"round {r + 1}: genrl_jax {args.seeds * args.iterations / ours[-1]:.1f} "
+          f"seed-it/s, torch {args.seeds * args.iterations / theirs[-1]:.1f} seed-it/s", flush=True)
+  peak_after = matmul_peak_gflops()
+  ours_rate = args.seeds * args.iterations / min(ours)
+  torch_rate = args.seeds * args.iterations / min(theirs)
+  result = {
+      "seeds": args.seeds, "width": args.width, "batch_size": args.batch_size,
+      "iterations_per_round": args.iterations, "rounds": args.rounds,
+      "seed_loop": placement.describe(), "torch_threads": args.torch_threads,
+      "genrl_jax_seed_iterations_per_s": round(ours_rate, 2),
+      "torch_seed_iterations_per_s": round(torch_rate, 2),
+      "ratio_genrl_jax_over_torch": round(ours_rate / torch_rate, 3),
+      "compile_and_first_chunk_s": round(compile_s, 1),
+      "matmul_f32_gflops_before_after": [round(peak_before, 1), round(peak_after, 1)],
+      "load_average": os.getloadavg(),
+  }
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  main()
