@@ -263,3 +263,17 @@ def test_positional_arguments_are_refused_by_every_entry_point_in_one_line():
   for module in ("experiments.tabular", "experiments.vae"):
     proc = experiment_cli.run_experiment(module, "stray")
     experiment_cli.assert_one_line_error(proc, "unexpected arguments 'stray'")
+
+
+def test_a_flag_added_after_the_run_started_does_not_block_its_resume(tmp_path):
+  # The saved run predates --new_flag (absent from its config); an unset string flag saved as
+  # None equals one given as ''. Any real difference is still refused.
+  runner.run(_experiment(num_chunks=1), seeds=2, workdir=str(tmp_path),
+             config={"lr": 0.1, "name": None}, log=_quiet)
+  lines = []
+  runner.run(_experiment(num_chunks=2), seeds=2, workdir=str(tmp_path),
+             config={"lr": 0.1, "name": "", "new_flag": 3}, log=lines.append)
+  assert lines[0].startswith("resuming toy from epoch 1/2")
+  with pytest.raises(runner.UserError, match="--name='' there, 'x' now"):
+    runner.run(_experiment(num_chunks=3), seeds=2, workdir=str(tmp_path),
+               config={"lr": 0.1, "name": "x"}, log=_quiet)

@@ -371,16 +371,19 @@ def check_resumable(workdir: str, name: str, config: dict | None, seed: int, num
   current = dict(config or {})
   current.update(seeds=num_seeds, seed=seed)
   ignore = set(may_change) | set(RUN_FLAGS_MAY_CHANGE) | {"workdir"}
+  # A flag the saved run does not have was added to the program after it started: not compared.
   diffs = [f"--{k}={saved_config.get(k)!r} there, {current.get(k)!r} now"
-           for k in sorted(set(saved_config) | set(current))
-           if k not in ignore and _jsonable_eq(saved_config.get(k), current.get(k)) is False]
+           for k in sorted(set(saved_config) & set(current) | {"seeds", "seed"})
+           if k not in ignore and not _same_flag_value(saved_config.get(k), current.get(k))]
   if diffs:
     raise UserError(
         f"{workdir} holds a run with other flags ({'; '.join(diffs[:4])}); rerun with the same "
         "flags to resume it, or pass a new --workdir")
 
 
-def _jsonable_eq(a, b) -> bool:
+def _same_flag_value(a, b) -> bool:
+  """Equal as JSON; an unset string flag (None) and an empty one ('') are the same."""
+  a, b = ("" if a is None else a), ("" if b is None else b)
   return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
 
 
