@@ -1,4 +1,4 @@
-"""DCGAN: the sub-pixel transposed convolution and the patch convolution equal flax's layers,
+"""DCGAN: the scatter-form transposed convolution and the patch convolution equal flax's layers,
 generator/discriminator shapes, the losses' gradients flow where they should, seeds are
 independent, and a SIGKILLed run resumes bit-identically (batch-norm statistics included)."""
 
@@ -29,8 +29,8 @@ def _random_params(variables, seed=2):
   return jax.tree.unflatten(tree, [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
 
 
-@pytest.mark.parametrize("shape", [(2, 7, 7, 3), (1, 5, 6, 2)])
-def test_subpixel_transposed_conv_equals_flax_conv_transpose(shape):
+@pytest.mark.parametrize("shape", [(2, 7, 7, 3), (1, 5, 6, 2), (3, 1, 2, 4)])
+def test_scatter_transposed_conv_equals_flax_conv_transpose(shape):
   x = jax.random.normal(jax.random.key(0), shape)
   ours = dcgan.ConvTranspose4x4(4)
   variables = _random_params(ours.init(jax.random.key(1), x))
@@ -45,6 +45,17 @@ def test_patch_conv_equals_flax_conv(shape):
   variables = _random_params(ours.init(jax.random.key(1), x))
   reference = nn.Conv(5, (4, 4), strides=(2, 2), padding="SAME").apply(variables, x)
   np.testing.assert_allclose(ours.apply(variables, x), reference, atol=1e-4)
+
+
+def test_batch_stat_norm_equals_flax_batch_norm_in_training_mode():
+  x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (6, 5, 5, 4))
+  ours = dcgan.BatchStatNorm()
+  variables = _random_params(ours.init(jax.random.key(1), x))
+  reference = nn.BatchNorm(use_running_average=False, epsilon=1e-5)
+  ref_vars = reference.init(jax.random.key(1), x)
+  ref_vars = {"params": variables["params"], "batch_stats": ref_vars["batch_stats"]}
+  expected, _ = reference.apply(ref_vars, x, mutable=["batch_stats"])
+  np.testing.assert_allclose(ours.apply(variables, x), expected, atol=1e-5)
 
 
 def test_generator_and_discriminator_shapes_and_ranges():
@@ -75,6 +86,40 @@ def test_one_iteration_updates_both_networks_and_batch_stats():
   assert abs(float(metrics["d_loss"]) - 2 * np.log(2)) < 0.1
   assert abs(float(metrics["g_loss"]) - np.log(2)) < 0.1
   assert int(new.step) == 1
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_one_iteration_equals_the_textbook_two_pass_iteration(batch_norm):
+  """The iteration (one G forward kept by jax.vjp, D on real and fake as one batch) against an
+  independent transcription of Goodfellow et al.'s alternating steps: D's BCE on two separate D
+  calls, then jax.grad of the G loss through a second G forward; with and without D's batch norm."""
+  config = gan.GANConfig(width=4, latent_dim=8, batch_size=8, discriminator_batch_norm=batch_norm)
+  models = gan.make_models(config)
+  state = gan.init_state(jax.random.key(3), models, config)
+  train_u8 = jnp.asarray(gen_data.banded(40)[0].reshape(40, -1))
+  new, metrics = jax.jit(lambda s: gan.train_iteration(s, train_u8, models, config))(state)
+
+  batch_key, z_key = jax.random.split(jax.random.fold_in(state.key, state.step))
+  real = gan.to_unit_range(train_u8[jax.random.randint(batch_key, (8,), 0, 40)], (28, 28, 1))
+  z = jax.random.normal(z_key, (8, 8))
+  d_apply = lambda p, x: models.discriminator.apply({"params": p}, x)
+  fake, _ = gan.generate_train(models, state.g_params, state.g_batch_stats, z)
+  d_loss_fn = lambda p: jnp.mean(jax.nn.softplus(-d_apply(p, real))
+                                 + jax.nn.softplus(d_apply(p, fake)))
+  d_loss, d_grads = jax.value_and_grad(d_loss_fn)(state.d_params)
+  d_updates, _ = models.optimizer.update(d_grads, state.d_opt_state, state.d_params)
+  d_params = jax.tree.map(lambda a, b: a + b, state.d_params, d_updates)
+  (g_loss, stats), g_grads = jax.value_and_grad(gan.generator_loss, has_aux=True)(
+      state.g_params, state.g_batch_stats, d_params, models, z)
+  g_updates, _ = models.optimizer.update(g_grads, state.g_opt_state, state.g_params)
+  g_params = jax.tree.map(lambda a, b: a + b, state.g_params, g_updates)
+
+  np.testing.assert_allclose(metrics["d_loss"], d_loss, rtol=1e-5)
+  np.testing.assert_allclose(metrics["g_loss"], g_loss, rtol=1e-5)
+  for ours, reference in ((new.d_params, d_params), (new.g_params, g_params),
+                          (new.g_batch_stats, stats)):
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def _experiment(config):

@@ -67,7 +67,7 @@ class Classifier(nn.Module):
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
   """How the classifier is trained (part of the cache's identity)."""
-  epochs: int = 5
+  epochs: int = 15
   batch_size: int = 128
   learning_rate: float = 1e-3
   seed: int = 0

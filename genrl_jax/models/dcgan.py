@@ -11,12 +11,15 @@ the generator (not on its output layer); ReLU in the generator with a tanh outpu
               -> Conv(2w, 4x4, /2) -> LReLU -> Dense(1)                               (7x7)
 
 The transposed convolutions are ``ConvTranspose4x4``: the same function and parameters as
-``flax.linen.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")``, computed as one
-3x3 convolution to 4 x features channels followed by a depth-to-space shuffle (the sub-pixel form
-of a stride-2 transposed convolution; Shi et al. 2016, "Is the deconvolution layer the same as a
-convolutional layer?"). On XLA's CPU backend the kernel gradient of ``lax.conv_transpose`` runs
-about 10x slower than that of an ordinary convolution (114 ms vs 12 ms for 64 x [7, 7, 64] -> 32
-channels), which made it 90 % of a training iteration.
+``flax.linen.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")``, computed in
+scatter (col2im) form: one matmul of every input pixel with all 16 kernel taps, then an
+overlap-add of the 4x4 output tiles (``scatter_conv_transpose``). That is exactly the transposed
+convolution's multiply count (H W I 16 O per example), 2.25x fewer than the sub-pixel form (a
+3x3 convolution to 4 O channels, 5 of whose 9 taps are zero per phase), and its gradients are a
+matmul each plus shifted slices. On XLA's CPU backend the kernel gradient of
+``lax.conv_transpose`` runs about 10x slower than that of an ordinary convolution (114 ms vs
+12 ms for 64 x [7, 7, 64] -> 32 channels); the scatter form's forward + backward took 17 ms where
+the sub-pixel form took 27 ms.
 
 Every convolution here is computed as patches @ kernel (``patch_conv``: strided slices of the
 padded input, stacked, then one matmul): the same numbers as ``lax.conv_general_dilated``, and a
@@ -38,28 +41,35 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 Array = jnp.ndarray
 _INIT = nn.initializers.normal(0.02)
 
 
-# lax.conv_transpose(x, w, strides=2, padding="SAME") with a 4-tap kernel, per output phase r:
-#   y[2m] = x[m-1] w[0] + x[m] w[2],   y[2m+1] = x[m] w[1] + x[m+1] w[3].
-# _TAP[r, d + 1] is the tap k that multiplies x[m + d] in phase r (-1: none), for d in -1, 0, 1.
-_TAP = np.array([[0, 2, -1], [-1, 1, 3]])
+def scatter_conv_transpose(x: Array, kernel: Array) -> Array:
+  """``lax.conv_transpose(x, kernel, (2, 2), "SAME")`` for x [B, H, W, I] and a 4x4 kernel
+  [4, 4, I, O] (flax's ConvTranspose layout) -> [B, 2H, 2W, O], in scatter (col2im) form.
 
+  Per axis, stride 2 with 4 taps and "SAME" padding gives y[2m - 1 + t] += x[m] w[3 - t],
+  t = 0..3. Write t = 2a + p (a: which of two neighbouring input pixels, p: the output phase):
+  one matmul P = x @ W' with W'[i, (t_h, t_w, o)] = w[3 - t_h, 3 - t_w, i, o] gives every
+  pixel's 4x4 output tile; the tiles are added into a padded output of size 2H + 2 as
+  Q_p[m'] = P[m', a=0, p] + P[m' - 1, a=1, p] (m' = 0..H), interleaved as y_pad[2m' + p] = Q_p[m'],
+  and y = y_pad[1 : 2H + 1].
+  """
+  b, h, w, i = x.shape
+  o = kernel.shape[3]
+  taps = jnp.transpose(kernel[::-1, ::-1], (2, 0, 1, 3)).reshape(i, 16 * o)
+  tiles = (x.reshape(b * h * w, i) @ taps).reshape(b, h, w, 2, 2, 2, 2, o)  # a_h p_h a_w p_w
 
-def subpixel_kernel(kernel: Array) -> Array:
-  """[4, 4, I, O] transposed-conv kernel -> [3, 3, I, 2 * 2 * O] kernel of the equivalent
-  stride-1 convolution whose output channels are (phase_h, phase_w, O)."""
-  k_in, k_out = kernel.shape[2], kernel.shape[3]
-  padded = jnp.concatenate([kernel, jnp.zeros((1, 4, k_in, k_out), kernel.dtype)], axis=0)
-  padded = jnp.concatenate([padded, jnp.zeros((5, 1, k_in, k_out), kernel.dtype)], axis=1)
-  taps = np.where(_TAP < 0, 4, _TAP)  # index 4 is the zero row/column
-  # out[dh, dw, i, rh, rw, o] = padded[taps[rh, dh], taps[rw, dw], i, o]
-  gathered = padded[taps.T[:, None, :, None], taps.T[None, :, None, :]]  # [dh, dw, rh, rw, I, O]
-  return jnp.transpose(gathered, (0, 1, 4, 2, 3, 5)).reshape(3, 3, k_in, 4 * k_out)
+  # Along H: tiles[:, m, :, a_h] lands on m' = m + a_h.
+  pad_h = lambda t, before: jnp.pad(t, [(0, 0), (before, 1 - before)] + [(0, 0)] * (t.ndim - 2))
+  rows = pad_h(tiles[:, :, :, 0], 0) + pad_h(tiles[:, :, :, 1], 1)  # [B, H+1, W, p_h, a_w, p_w, O]
+  pad_w = lambda t, before: jnp.pad(t, [(0, 0), (0, 0), (before, 1 - before)]
+                                    + [(0, 0)] * (t.ndim - 3))
+  both = pad_w(rows[:, :, :, :, 0], 0) + pad_w(rows[:, :, :, :, 1], 1)  # [B, H+1, W+1, p_h, p_w, O]
+  y = jnp.transpose(both, (0, 1, 3, 2, 4, 5)).reshape(b, 2 * h + 2, 2 * w + 2, o)
+  return y[:, 1:2 * h + 1, 1:2 * w + 1]
 
 
 def patch_conv(x: Array, kernel: Array, stride: int) -> Array:
@@ -87,19 +97,22 @@ class PatchConv(nn.Module):
   kernel_size: int = 4
   stride: int = 2
   kernel_init: nn.initializers.Initializer = _INIT
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    return patch_conv(x, kernel, self.stride) + bias
+    y = patch_conv(x, kernel, self.stride)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+    return y
 
 
 class ConvTranspose4x4(nn.Module):
   """Stride-2 4x4 transposed convolution, [B, H, W, I] -> [B, 2H, 2W, O]; equal to
   ``nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")`` with the same ``kernel``
-  [4, 4, I, O] and ``bias`` [O] parameters, computed in sub-pixel form (see the module docstring)."""
+  [4, 4, I, O] and ``bias`` [O] parameters, computed in scatter form (``scatter_conv_transpose``)."""
   features: int
   use_bias: bool = True
   kernel_init: nn.initializers.Initializer = _INIT
@@ -107,10 +120,7 @@ class ConvTranspose4x4(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
-    y = patch_conv(x, subpixel_kernel(kernel), 1)
-    b, h, w, _ = x.shape
-    y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-    y = y.reshape(b, 2 * h, 2 * w, self.features)
+    y = scatter_conv_transpose(x, kernel)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,))
     return y
@@ -138,16 +148,43 @@ class Generator(nn.Module):
     return jnp.tanh(h)
 
 
+class BatchStatNorm(nn.Module):
+  """Batch normalisation that always uses the current batch's statistics (Ioffe & Szegedy 2015,
+  Algorithm 1): x_hat = (x - mean_B) / sqrt(var_B + eps), then a learned scale and bias per
+  channel. The discriminator's normalisation: it is only ever run on training batches (real or
+  generated, each its own batch, as in the PyTorch DCGAN example), so no running averages are
+  kept."""
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - mean), axis=axes)
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
 class Discriminator(nn.Module):
-  """images [B, H, W, C] in [-1, 1] -> logits [B] of "real"."""
+  """images [B, H, W, C] in [-1, 1] -> logits [B] of "real".
+
+  With ``batch_norm`` (Radford et al. §3: batch norm in the discriminator too, but not on its
+  input layer) the second convolution is batch-normalised with the batch's own statistics, so
+  an example's logit depends on the rest of its batch: real and generated images must then be
+  passed as separate batches."""
   width: int = 32
   negative_slope: float = 0.2
+  batch_norm: bool = True
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     h = PatchConv(self.width, name="conv_0")(x)
     h = nn.leaky_relu(h, self.negative_slope)
-    h = PatchConv(2 * self.width, name="conv_1")(h)
+    # Batch norm subtracts the batch mean, so a bias before it would only add gradient noise.
+    h = PatchConv(2 * self.width, use_bias=not self.batch_norm, name="conv_1")(h)
+    if self.batch_norm:
+      h = BatchStatNorm(name="bn_1")(h)
     h = nn.leaky_relu(h, self.negative_slope)
     h = h.reshape((h.shape[0], -1))
     return nn.Dense(1, kernel_init=_INIT, name="logit")(h)[:, 0]
