@@ -29,7 +29,9 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data_dir", default="../shared/data/mnist")
   parser.add_argument("--seeds", type=int, default=4)
-  parser.add_argument("--width", type=int, default=16)
+  defaults = gan.GANConfig()
+  parser.add_argument("--width", type=int, default=defaults.width)
+  parser.add_argument("--no_discriminator_batch_norm", action="store_true")
   parser.add_argument("--latent_dim", type=int, default=100)
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--iterations", type=int, default=25, help="iterations per timed round")
@@ -43,8 +45,9 @@ def main():
   torch.set_num_threads(args.torch_threads)
   dataset = images.load("mnist", args.data_dir, 0.1)
   train_u8 = dataset.train_images.reshape(len(dataset.train_images), -1)
+  batch_norm = not args.no_discriminator_batch_norm
   config = gan.GANConfig(width=args.width, latent_dim=args.latent_dim, batch_size=args.batch_size,
-                         iterations_per_chunk=args.iterations)
+                         iterations_per_chunk=args.iterations, discriminator_batch_norm=batch_norm)
   train = gan.make_train(config)
   placement = SeedPlacement(args.seeds, 0, args.seed_loop)
   data = placement.place_data({"train": jax.numpy.asarray(train_u8)})
@@ -55,7 +58,7 @@ def main():
   state, metrics = chunk(state, data)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
-  peers = [torch_dcgan.DCGAN(train_u8, args.width, args.latent_dim, args.batch_size, s)
+  peers = [torch_dcgan.DCGAN(train_u8, args.width, args.latent_dim, args.batch_size, s, batch_norm)
            for s in range(args.seeds)]
   peers[0].iterations(2)  # warm-up
 
@@ -77,6 +80,7 @@ def main():
   torch_rate = args.seeds * args.iterations / min(theirs)
   result = {
       "seeds": args.seeds, "width": args.width, "batch_size": args.batch_size,
+      "discriminator_batch_norm": batch_norm,
       "iterations_per_round": args.iterations, "rounds": args.rounds,
       "seed_loop": placement.describe(), "torch_threads": args.torch_threads,
       "genrl_jax_seed_iterations_per_s": round(ours_rate, 2),

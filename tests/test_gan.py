@@ -68,7 +68,7 @@ def test_generator_and_discriminator_shapes_and_ranges():
   assert jax.tree.structure(stats) == jax.tree.structure(state.g_batch_stats)
   logits = models.discriminator.apply({"params": state.d_params}, fake)
   assert logits.shape == (5,)
-  samples = gan.sample(models, state, z)
+  samples = gan.sample(models, state, z, config)
   assert samples.shape == (5, 28, 28, 1) and 0.0 <= float(samples.min()) <= float(samples.max()) <= 1.0
 
 
@@ -93,7 +93,8 @@ def test_one_iteration_equals_the_textbook_two_pass_iteration(batch_norm):
   """The iteration (one G forward kept by jax.vjp, D on real and fake as one batch) against an
   independent transcription of Goodfellow et al.'s alternating steps: D's BCE on two separate D
   calls, then jax.grad of the G loss through a second G forward; with and without D's batch norm."""
-  config = gan.GANConfig(width=4, latent_dim=8, batch_size=8, discriminator_batch_norm=batch_norm)
+  config = gan.GANConfig(width=4, latent_dim=8, batch_size=8, discriminator_batch_norm=batch_norm,
+                         ema_decay=0.999)
   models = gan.make_models(config)
   state = gan.init_state(jax.random.key(3), models, config)
   train_u8 = jnp.asarray(gen_data.banded(40)[0].reshape(40, -1))
@@ -116,8 +117,10 @@ def test_one_iteration_equals_the_textbook_two_pass_iteration(batch_norm):
 
   np.testing.assert_allclose(metrics["d_loss"], d_loss, rtol=1e-5)
   np.testing.assert_allclose(metrics["g_loss"], g_loss, rtol=1e-5)
+  # The weights' moving average after step 0: decay min(0.999, 1/10) = 0.1.
+  g_ema = jax.tree.map(lambda a, b: 0.1 * a + 0.9 * b, state.g_params, g_params)
   for ours, reference in ((new.d_params, d_params), (new.g_params, g_params),
-                          (new.g_batch_stats, stats)):
+                          (new.g_batch_stats, stats), (new.g_params_ema, g_ema)):
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 

@@ -2,10 +2,10 @@
 
 Not a dependency of genrl_jax. Same architecture for width w and noise size Z:
 
-  G: Linear(Z, 7*7*4w) -> BatchNorm1d -> ReLU -> ConvTranspose2d(4w, 2w, 4, 2, 1, no bias)
+  G: Linear(Z, 7*7*4w, no bias) -> BatchNorm1d -> ReLU -> ConvTranspose2d(4w, 2w, 4, 2, 1, no bias)
      -> BatchNorm2d -> ReLU -> ConvTranspose2d(2w, C, 4, 2, 1) -> tanh
-  D: Conv2d(C, w, 4, 2, 1) -> LeakyReLU(0.2) -> Conv2d(w, 2w, 4, 2, 1) -> LeakyReLU(0.2)
-     -> Linear(7*7*2w, 1)
+  D: Conv2d(C, w, 4, 2, 1) -> LeakyReLU(0.2) -> Conv2d(w, 2w, 4, 2, 1, no bias) -> BatchNorm2d
+     -> LeakyReLU(0.2) -> Linear(7*7*2w, 1)      (batch_norm=False: conv with bias, no BatchNorm2d)
 
 N(0, 0.02) weights; Adam(2e-4, betas=(0.5, 0.999)) for each network; one iteration as in the
 PyTorch DCGAN example and genrl_jax.generative.gan: a real batch drawn with replacement, a D step
@@ -24,7 +24,7 @@ class Generator(nn.Module):
   def __init__(self, width: int, latent: int, channels: int = 1):
     super().__init__()
     self.width = width
-    self.project = nn.Linear(latent, 7 * 7 * 4 * width)
+    self.project = nn.Linear(latent, 7 * 7 * 4 * width, bias=False)
     self.bn0 = nn.BatchNorm1d(7 * 7 * 4 * width, momentum=0.1)
     self.deconv0 = nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(2 * width, momentum=0.1)
@@ -37,15 +37,16 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-  def __init__(self, width: int, channels: int = 1):
+  def __init__(self, width: int, channels: int = 1, batch_norm: bool = True):
     super().__init__()
     self.conv0 = nn.Conv2d(channels, width, 4, 2, 1)
-    self.conv1 = nn.Conv2d(width, 2 * width, 4, 2, 1)
+    self.conv1 = nn.Conv2d(width, 2 * width, 4, 2, 1, bias=not batch_norm)
+    self.bn1 = nn.BatchNorm2d(2 * width) if batch_norm else nn.Identity()
     self.logit = nn.Linear(7 * 7 * 2 * width, 1)
 
   def forward(self, x):
     h = F.leaky_relu(self.conv0(x), 0.2)
-    h = F.leaky_relu(self.conv1(h), 0.2)
+    h = F.leaky_relu(self.bn1(self.conv1(h)), 0.2)
     return self.logit(h.flatten(1))[:, 0]
 
 
@@ -60,10 +61,11 @@ def _init(module):
 class DCGAN:
   """One seed's networks, optimizers and data; ``iterations(n)`` trains n iterations."""
 
-  def __init__(self, train_u8: np.ndarray, width: int, latent: int, batch: int, seed: int):
+  def __init__(self, train_u8: np.ndarray, width: int, latent: int, batch: int, seed: int,
+               batch_norm: bool = True):
     torch.manual_seed(seed)
     self.data = torch.from_numpy(train_u8.reshape(-1, 1, 28, 28).astype(np.float32) / 127.5 - 1)
-    self.g, self.d = Generator(width, latent), Discriminator(width)
+    self.g, self.d = Generator(width, latent), Discriminator(width, batch_norm=batch_norm)
     _init(self.g)
     _init(self.d)
     self.opt_g = torch.optim.Adam(self.g.parameters(), 2e-4, betas=(0.5, 0.999))

@@ -62,6 +62,11 @@ class GANConfig:
   snapshot_every: int = cfg.field(1000, "After iteration 3000, a snapshot every this many "
                                   "iterations (before: 0, 250, 500, 1000, 2000, 3000).",
                                   check=cfg.at_least_one)
+  ema_decay: float = cfg.field(
+      0.0, "Decay of the exponential moving average of the generator's weights that draws the "
+      "snapshots (Yazici et al. 2019, 'The unusual effectiveness of averaging in GAN training'); "
+      "warmed up as min(decay, (1 + t) / (10 + t)). 0 = draw with the trained weights.",
+      check=(lambda d: 0.0 <= d < 1.0, "must be in [0, 1)"))
   eval_samples: int = cfg.field(1000, "Generated images per seed judged by the evaluator at "
                                 "each snapshot (one fixed noise batch).", check=cfg.at_least(2))
 
@@ -72,9 +77,10 @@ class GANConfig:
 
 @flax.struct.dataclass
 class GANState:
-  """One seed's everything-to-resume: both networks, the generator's batch-norm statistics,
-  both Adam states, the training key and the iteration count."""
+  """One seed's everything-to-resume: both networks, the generator's batch-norm statistics and
+  the moving average of its weights, both Adam states, the training key and the iteration count."""
   g_params: Params
+  g_params_ema: Params
   g_batch_stats: Params
   d_params: Params
   g_opt_state: optax.OptState
@@ -105,7 +111,8 @@ def init_state(key: jax.Array, models: Models, config: GANConfig) -> GANState:
   g_key, d_key, train_key = jax.random.split(key, 3)
   g_vars = models.generator.init(g_key, jnp.zeros((2, config.latent_dim)), train=False)
   d_params = models.discriminator.init(d_key, jnp.zeros((2,) + tuple(config.image_shape)))["params"]
-  return GANState(g_params=g_vars["params"], g_batch_stats=g_vars["batch_stats"], d_params=d_params,
+  return GANState(g_params=g_vars["params"], g_params_ema=g_vars["params"],
+                  g_batch_stats=g_vars["batch_stats"], d_params=d_params,
                   g_opt_state=models.optimizer.init(g_vars["params"]),
                   d_opt_state=models.optimizer.init(d_params), key=train_key,
                   step=jnp.zeros((), jnp.int32))
@@ -119,11 +126,26 @@ def generate_train(models: Models, g_params: Params, g_batch_stats: Params,
   return images, updates["batch_stats"]
 
 
-def sample(models: Models, state: GANState, z: Array) -> Array:
-  """G(z) with the running batch-norm statistics, mapped to [0, 1]: [B, H, W, C]."""
-  images = models.generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats},
-                                  z, train=False)
+def sample(models: Models, state: GANState, z: Array, config: GANConfig) -> Array:
+  """Images [B, H, W, C] in [0, 1] drawn for the noise z [B, Z].
+
+  With ``config.ema_decay > 0``: the generator with the moving-average weights, its batch norm
+  normalising with the statistics of this batch (the running statistics belong to the trained
+  weights, not to their average; draw batches of 64 or more). Else the trained weights with the
+  running statistics."""
+  if config.ema_decay > 0:
+    images, _ = generate_train(models, state.g_params_ema, state.g_batch_stats, z)
+  else:
+    images = models.generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats},
+                                    z, train=False)
   return (images + 1.0) * 0.5
+
+
+def ema_update(average: Params, params: Params, step: Array, decay: float) -> Params:
+  """average <- d average + (1 - d) params with d = min(decay, (1 + t) / (10 + t)) at step t (the
+  warm-up keeps the first iterations' average from sitting at the initial weights)."""
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda a, p: d * a + (1.0 - d) * p, average, params)
 
 
 def discriminator_loss(d_params: Params, models: Models, real: Array, fake: Array) -> Array:
@@ -181,7 +203,10 @@ def train_iteration(state: GANState, train_u8: Array, models: Models,
   g_updates, g_opt_state = models.optimizer.update(g_grads, state.g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, g_updates)
 
-  state = state.replace(g_params=g_params, g_batch_stats=batch_stats, d_params=d_params,
+  g_params_ema = (ema_update(state.g_params_ema, g_params, state.step, config.ema_decay)
+                  if config.ema_decay > 0 else g_params)
+  state = state.replace(g_params=g_params, g_params_ema=g_params_ema, g_batch_stats=batch_stats,
+                        d_params=d_params,
                         g_opt_state=g_opt_state, d_opt_state=d_opt_state, step=state.step + 1)
   return state, {"d_loss": d_loss, "g_loss": g_loss}
 
@@ -237,4 +262,5 @@ def make_train(config: GANConfig) -> GANTrain:
   def chunk(state: GANState, data: dict) -> tuple[GANState, dict[str, Array]]:
     return train_chunk(state, data["train"], models, config)
 
-  return GANTrain(init=init, chunk=chunk, sample=lambda s, z: sample(models, s, z), models=models)
+  return GANTrain(init=init, chunk=chunk, sample=lambda s, z: sample(models, s, z, config),
+                  models=models)
