@@ -119,7 +119,7 @@ def _table(stdout):
 
 FIGURES = {"vae": {"learning_curves.png", "prior_samples.png", "reconstructions.png"},
            "reinforce": {"return.png"}, "dqn": {"return.png"},
-           "cvae": {"learning_curves.png", "conditional_samples.png"},
+           "cvae": {"learning_curves.png", "conditional_samples.png", "reconstructions.png"},
            "gan": {"losses.png", "snapshots.png"}}
 
 

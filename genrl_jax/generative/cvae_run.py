@@ -96,6 +96,9 @@ def make_experiment(config: CVAEConfig, dataset: images.ImageDataset,
                                                result.history))
     paths.append(conditional_grid(os.path.join(out_dir, "conditional_samples.png"), result.state,
                                   model, config))
+    paths.append(vae_figures.reconstructions(os.path.join(out_dir, "reconstructions.png"), model,
+                                             result.state.params, base.data["test"], config,
+                                             test_labels=base.data["test_labels"]))
     return paths
 
   return dataclasses.replace(base, summarize=summarize, figures=figures,

@@ -40,15 +40,17 @@ def prior_samples(path: str, model, params, key: jax.Array, config: vae.VAEConfi
 
 
 def reconstructions(path: str, model, stacked_params, test_u8: jax.Array, config: vae.VAEConfig,
-                    num: int = 10, max_seeds: int = 8) -> str:
-  """Row 0: test images; row s + 1: seed s's reconstruction sigmoid(decoder(mean of q(z|x)))."""
+                    num: int = 10, max_seeds: int = 8, test_labels: jax.Array | None = None) -> str:
+  """Row 0: test images; row s + 1: seed s's reconstruction sigmoid(decoder(mean of q(z|x)))
+  (a CVAE's, with ``test_labels``: sigmoid(decoder(mean of q(z|x,y), y)))."""
   x = vae.to_targets(test_u8[:num])
+  y = None if test_labels is None else vae.one_hot(test_labels[:num], config.num_classes)
   n_seeds = min(max_seeds, jax.tree.leaves(stacked_params)[0].shape[0])
   rows = [np.asarray(x)]
   for s in range(n_seeds):
     params = jax.tree.map(lambda a: a[s], stacked_params)
-    mean, _ = vae.encode(model, params, x)
-    rows.append(np.asarray(jax.nn.sigmoid(vae.decode(model, params, mean))))
+    mean, _ = vae.encode(model, params, x, y)
+    rows.append(np.asarray(jax.nn.sigmoid(vae.decode(model, params, mean, y))))
   grid = _images(np.concatenate(rows), config.image_shape)
   labels = ["data"] + [f"seed {s}" for s in range(n_seeds)]
   return plots.image_grid(path, grid, rows=len(rows), row_labels=labels,
