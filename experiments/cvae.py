@@ -47,6 +47,11 @@ def main(argv):
   s = result.results["metrics"]["conditional_accuracy"]
   print(f"  {'conditional accuracy':24s} {s['mean']:.4f} ± {s['ci95_half_width']:.4f}   per seed: "
         + " ".join(f"{v:.4f}" for v in s["per_seed"]))
+  extra = result.results["extra"]
+  print(f"  {'  per label (mean)':24s} " + " ".join(
+      f"{k}:{v:.3f}" for k, v in enumerate(extra["conditional_accuracy_per_label"])))
+  print(f"  {'  evaluator, real test':24s} " + " ".join(
+      f"{k}:{v:.3f}" for k, v in enumerate(extra["evaluator_test_accuracy_per_label"])))
   print(f"wrote {os.path.join(run_flags.workdir, runner.RESULTS_FILE)} and the figures",
         flush=True)
 

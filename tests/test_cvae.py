@@ -83,9 +83,12 @@ def test_tiny_trained_cvae_samples_are_classified_as_their_label(judge, prior):
   exp = runner.Experiment(name="cvae", init=train.init, chunk=train.chunk, num_chunks=15, data=data,
                           seed_loop="map")
   result = runner.run(exp, seeds=2, log=lambda s: None)
-  accuracy = cvae_run.conditional_accuracy(result.state, train.static.model, config, judge, 30)
-  assert accuracy.shape == (2,)
+  accuracy, by_label = cvae_run.conditional_accuracy(result.state, train.static.model, config,
+                                                     judge, 30)
+  assert accuracy.shape == (2,) and by_label.shape == (2, 10)
   assert np.all(accuracy > 0.5), accuracy  # chance is 0.1
+  # 30 samples of each label: the overall share is the mean of the per-label shares.
+  np.testing.assert_allclose(by_label.mean(axis=1), accuracy, rtol=1e-12)
 
 
 def test_sigkill_then_rerun_resumes_bit_identically(tmp_path):

@@ -49,6 +49,10 @@ def test_classifier_score_hand_cases():
   kl = [0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(0.5 / 0.25), np.log(1 / 0.75)]
   assert evaluator.classifier_score(p) == pytest.approx(np.exp(np.mean(kl)))
   assert evaluator.conditional_accuracy(np.eye(3)[[0, 1, 2, 1]], [0, 1, 1, 1]) == 0.75
+  # Label 0: 1 of 1 right; label 1: 2 of 3 (the image of label 1 called 2 is wrong); label 3: none.
+  per_label = evaluator.accuracy_per_label(np.eye(4)[[0, 1, 2, 1]], [0, 1, 1, 1], 4)
+  np.testing.assert_array_equal(per_label[:2], [1.0, 2 / 3])
+  assert np.isnan(per_label[2]) and np.isnan(per_label[3])
 
 
 @pytest.fixture(scope="module")

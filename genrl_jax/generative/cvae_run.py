@@ -43,19 +43,23 @@ def sample_labels(num_classes: int, per_label: int) -> np.ndarray:
 
 
 def conditional_accuracy(state, model, config: CVAEConfig, judge: evaluator_lib.Evaluator,
-                         per_label: int) -> np.ndarray:
-  """[n_seeds] share of decoder means for label k that the evaluator classifies as k
-  (``per_label`` samples z ~ p(z|y) per label, each seed its own params and figure key)."""
+                         per_label: int) -> tuple[np.ndarray, np.ndarray]:
+  """([n_seeds] share of decoder means for label k that the evaluator classifies as k,
+  [n_seeds, K] the same share for each label k), ``per_label`` samples z ~ p(z|y) per label, each
+  seed its own params and figure key."""
   labels = jnp.asarray(sample_labels(config.num_classes, per_label))
   draw = jax.jit(lambda params, key: vae.conditional_samples(params, model, key, labels, config))
-  accuracy = []
+  overall, by_label = [], []
   n_seeds = jax.tree.leaves(state.params)[0].shape[0]
   for s in range(n_seeds):
     one = runner.unstack_seed(state, s)
     probs = np.asarray(draw(one.params, vae.figure_key(one)))
     images_01 = probs.reshape((-1,) + tuple(config.image_shape))
-    accuracy.append(judge.judge(images_01, np.asarray(labels))["conditional_accuracy"])
-  return np.asarray(accuracy)
+    class_probs, _ = judge.outputs(images_01)
+    overall.append(evaluator_lib.conditional_accuracy(class_probs, np.asarray(labels)))
+    by_label.append(evaluator_lib.accuracy_per_label(class_probs, np.asarray(labels),
+                                                     config.num_classes))
+  return np.asarray(overall), np.asarray(by_label)
 
 
 def conditional_grid(path: str, state, model, config: CVAEConfig, per_row: int = 10) -> str:
@@ -80,9 +84,14 @@ def make_experiment(config: CVAEConfig, dataset: images.ImageDataset,
 
   def summarize(result: runner.RunResult):
     metrics, extra = base.summarize(result)
-    metrics["conditional_accuracy"] = conditional_accuracy(result.state, model, config, judge,
-                                                           samples_per_label)
+    overall, by_label = conditional_accuracy(result.state, model, config, judge,
+                                             samples_per_label)
+    metrics["conditional_accuracy"] = overall
+    real_by_label = evaluator_lib.accuracy_per_label(judge.real_probs, dataset.test_labels,
+                                                     config.num_classes)
     extra.update(prior=config.prior, samples_per_label=samples_per_label,
+                 conditional_accuracy_per_label=[round(float(v), 6) for v in by_label.mean(0)],
+                 evaluator_test_accuracy_per_label=[round(float(v), 6) for v in real_by_label],
                  evaluator_test_accuracy=judge.test_accuracy,
                  evaluator=f"convnet classifier trained on the {len(dataset.train_images)} "
                            f"training images only ({dataset.source})",
