@@ -39,6 +39,7 @@ def main():
   parser.add_argument("--seed_loop", default="auto", choices=devices.SEED_LOOPS)
   parser.add_argument("--torch_threads", type=int, default=os.cpu_count() or 1)
   args = parser.parse_args()
+  devices.host_device_per_core()  # as experiments/gan.py does (before jax starts)
 
   import torch  # noqa: PLC0415
   from benchmarks.peers import torch_dcgan  # noqa: PLC0415
