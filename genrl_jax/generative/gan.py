@@ -6,10 +6,11 @@ cross-entropy -log D(x) - log(1 - D(G(z))) (eq. 1) and the generator the non-sat
 architecture (``genrl_jax.models.dcgan``), Adam with step 2e-4 and beta1 = 0.5, batch 64/128.
 
 One iteration, as in the PyTorch DCGAN example: draw a real batch x and noise z; update D on
-(x, G(z)) with G's output held fixed; update G on D(G(z)) through the updated D, with the same z.
-The generator's batch norm normalises with the statistics of the batch in both passes (train
-mode); its running statistics (the ``batch_stats``, updated once per iteration by the generator
-step's pass) are used to draw samples (``sample``). They live in the state, one set per seed.
+(x, G(z)) with G's output held fixed; update G on D(G(z)) through the updated D, with the same
+G(z) (one generator pass per iteration). The generator's batch norm normalises with the
+statistics of the batch (train mode); its running statistics (the ``batch_stats``, updated once
+per iteration by that pass) are used to draw samples (``sample``). They live in the state, one
+set per seed.
 
 Everything here is pure and works on ONE seed; the runner runs it over seeds.
 """
