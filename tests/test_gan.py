@@ -110,8 +110,10 @@ def test_one_iteration_equals_the_textbook_two_pass_iteration(batch_norm):
   d_loss, d_grads = jax.value_and_grad(d_loss_fn)(state.d_params)
   d_updates, _ = models.optimizer.update(d_grads, state.d_opt_state, state.d_params)
   d_params = jax.tree.map(lambda a, b: a + b, state.d_params, d_updates)
-  (g_loss, stats), g_grads = jax.value_and_grad(gan.generator_loss, has_aux=True)(
-      state.g_params, state.g_batch_stats, d_params, models, z)
+  def g_loss_fn(p):
+    images, new_stats = gan.generate_train(models, p, state.g_batch_stats, z)
+    return jnp.mean(jax.nn.softplus(-d_apply(d_params, images))), new_stats
+  (g_loss, stats), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
   g_updates, _ = models.optimizer.update(g_grads, state.g_opt_state, state.g_params)
   g_params = jax.tree.map(lambda a, b: a + b, state.g_params, g_updates)
 

@@ -128,8 +128,8 @@ def conditional_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
 def accuracy_per_label(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
   """[K]: for each label k, the share of images of label k whose most probable class is k (NaN
   for a label with no images)."""
-  hit = np.argmax(np.asarray(probs), axis=1) == np.asarray(labels)
   labels = np.asarray(labels)
+  hit = np.argmax(np.asarray(probs), axis=1) == labels
   return np.asarray([hit[labels == k].mean() if np.any(labels == k) else np.nan
                      for k in range(num_classes)])
 

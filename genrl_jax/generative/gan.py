@@ -169,13 +169,6 @@ def generator_loss_of_images(fake: Array, d_params: Params, models: Models) -> A
   return jnp.mean(jax.vmap(losses.gan_generator_loss)(logits))
 
 
-def generator_loss(g_params: Params, g_batch_stats: Params, d_params: Params, models: Models,
-                   z: Array) -> tuple[Array, Params]:
-  """Mean of -log D(G(z)) as a function of G's parameters, and G's updated running statistics."""
-  fake, batch_stats = generate_train(models, g_params, g_batch_stats, z)
-  return generator_loss_of_images(fake, d_params, models), batch_stats
-
-
 def train_iteration(state: GANState, train_u8: Array, models: Models,
                     config: GANConfig) -> tuple[GANState, dict[str, Array]]:
   """One D step and one G step. The real batch is drawn uniformly with replacement and every
@@ -184,8 +177,8 @@ def train_iteration(state: GANState, train_u8: Array, models: Models,
   G runs forward once (as in the PyTorch DCGAN example, which backpropagates the G step through
   the same ``fake``): ``jax.vjp`` keeps that pass's residuals; D is updated on the detached
   images; the G loss's gradient with respect to the images, through the updated D, is pulled
-  back through G with that vjp. The same gradients as ``jax.grad(generator_loss)``, one G
-  forward fewer.
+  back through G with that vjp. The same gradients as differentiating the G loss through a
+  second G forward (tests/test_gan.py), one G forward fewer.
   """
   batch_key, z_key = jax.random.split(jax.random.fold_in(state.key, state.step))
   idx = jax.random.randint(batch_key, (config.batch_size,), 0, train_u8.shape[0])
