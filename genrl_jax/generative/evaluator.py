@@ -35,7 +35,7 @@ import optax
 from flax import traverse_util
 
 from genrl_jax.data import images as images_lib
-from genrl_jax.models import dcgan
+from genrl_jax.models import conv
 
 Array = jnp.ndarray
 PARAMS_FILE = "params.npz"
@@ -47,18 +47,17 @@ class Classifier(nn.Module):
   """images [B, H, W, C] in [0, 1] -> (logits [B, K], features [B, F]).
 
   Conv(32, 3x3, /2) -> ReLU -> Conv(64, 3x3, /2) -> ReLU -> Dense(F) -> ReLU (the features)
-  -> Dense(K). The convolutions are ``dcgan.PatchConv`` (patches @ kernel; the same function
+  -> Dense(K). The convolutions are ``conv.PatchConv`` (patches @ kernel; the same function
   as ``nn.Conv``), which keeps XLA's CPU backend fast inside the training scan (see
-  ``genrl_jax.models.dcgan``).
+  ``genrl_jax.models.conv``).
   """
   num_classes: int = 10
   feature_dim: int = 128
 
   @nn.compact
   def __call__(self, x: Array) -> tuple[Array, Array]:
-    init = nn.initializers.lecun_normal()
-    h = nn.relu(dcgan.PatchConv(32, 3, 2, kernel_init=init, name="conv_0")(x))
-    h = nn.relu(dcgan.PatchConv(64, 3, 2, kernel_init=init, name="conv_1")(h))
+    h = nn.relu(conv.PatchConv(32, 3, 2, name="conv_0")(x))
+    h = nn.relu(conv.PatchConv(64, 3, 2, name="conv_1")(h))
     h = h.reshape((h.shape[0], -1))
     features = nn.relu(nn.Dense(self.feature_dim, name="features")(h))
     return nn.Dense(self.num_classes, name="logits")(features), features

@@ -23,6 +23,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from genrl_jax.models import conv
+
 Array = jnp.ndarray
 ARCHS = ("mlp", "conv")
 
@@ -63,7 +65,9 @@ class ConvEncoder(nn.Module):
   """x [..., H*W*C] -> (mean, log_var) [..., D].
 
   Two 4x4 stride-2 convolutions (32, 64 channels, ReLU), a ReLU dense layer of width hidden[-1],
-  then the two linear heads. H and W must be divisible by 4.
+  then the two linear heads. H and W must be divisible by 4. The convolutions are
+  ``conv.PatchConv`` / ``conv.ConvTranspose4x4``: flax's ``nn.Conv`` / ``nn.ConvTranspose`` as
+  matmuls (same parameters), which XLA's CPU backend runs fast inside the epoch's scan.
   """
   hidden: Sequence[int]
   latent_dim: int
@@ -73,8 +77,8 @@ class ConvEncoder(nn.Module):
   def __call__(self, x: Array, y: Array | None = None) -> tuple[Array, Array]:
     x, lead = _flatten_leading(x, 1)
     h = x.reshape((x.shape[0],) + tuple(self.image_shape))
-    h = nn.relu(nn.Conv(32, (4, 4), strides=(2, 2), padding="SAME", name="conv_0")(h))
-    h = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="SAME", name="conv_1")(h))
+    h = nn.relu(conv.PatchConv(32, name="conv_0")(h))
+    h = nn.relu(conv.PatchConv(64, name="conv_1")(h))
     h = h.reshape((h.shape[0], -1))
     if y is not None:
       h = jnp.concatenate([h, _flatten_leading(y, 1)[0]], axis=-1)
@@ -98,8 +102,8 @@ class ConvDecoder(nn.Module):
     h = nn.relu(nn.Dense(self.hidden[-1], name="hidden")(z))
     h = nn.relu(nn.Dense((height // 4) * (width // 4) * 64, name="project")(h))
     h = h.reshape((h.shape[0], height // 4, width // 4, 64))
-    h = nn.relu(nn.ConvTranspose(32, (4, 4), strides=(2, 2), padding="SAME", name="deconv_0")(h))
-    h = nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME", name="deconv_1")(h)
+    h = nn.relu(conv.ConvTranspose4x4(32, name="deconv_0")(h))
+    h = conv.ConvTranspose4x4(channels, name="deconv_1")(h)
     return h.reshape(lead + (height * width * channels,))
 
 
