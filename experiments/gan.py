@@ -37,11 +37,12 @@ def main(argv):
   experiment = gan_run.build(config, data_config, run_flags.seed_loop, "gan", FLAGS.evaluator_dir)
   result = cli.run(experiment, run_flags)
   snapshots = result.results["extra"]["snapshots"]
-  print("iteration | classifier score | Fréchet distance   (mean ± 95% CI over seeds)")
+  print("iteration | classifier score | Fréchet distance | H(labels) | mean H(label | image)   "
+        "(mean ± 95% CI over seeds; score = exp(H(labels) - mean H(label | image)))")
   for it, row in snapshots.items():
-    s, d = row["classifier_score"], row["frechet_distance"]
-    print(f"{int(it):9d} | {s['mean']:.3f} ± {s['ci95_half_width']:.3f} | "
-          f"{d['mean']:.3f} ± {d['ci95_half_width']:.3f}")
+    cells = [f"{row[key]['mean']:.3f} ± {row[key]['ci95_half_width']:.3f}" if key in row else "-"
+             for key in gan_run.SNAPSHOT_NUMBERS]
+    print(f"{int(it):9d} | " + " | ".join(cells))
   real = result.results["extra"]["real"]
   print(f"     real | {real['classifier_score_train_images']:.3f} | "
         f"{real['frechet_distance_train_vs_test']:.3f}")

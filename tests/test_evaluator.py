@@ -55,6 +55,17 @@ def test_classifier_score_hand_cases():
   assert np.isnan(per_label[2]) and np.isnan(per_label[3])
 
 
+def test_score_entropies_by_hand_and_recompose_the_score():
+  # Same two images as above: marginal (0.75, 0.25); entropies 0.5 ln 2 (mean of ln 2 and 0).
+  h_label, h_cond = evaluator.score_entropies(np.array([[0.5, 0.5], [1.0, 0.0]]))
+  assert h_label == pytest.approx(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+  assert h_cond == pytest.approx(0.5 * np.log(2))
+  assert evaluator.score_entropies(np.eye(5)[np.arange(20) % 5]) == pytest.approx((np.log(5), 0))
+  p = np.random.default_rng(0).dirichlet(np.full(10, 0.3), size=200)
+  h_label, h_cond = evaluator.score_entropies(p)
+  assert evaluator.classifier_score(p) == pytest.approx(np.exp(h_label - h_cond), rel=1e-10)
+
+
 @pytest.fixture(scope="module")
 def judge(tmp_path_factory):
   cache = str(tmp_path_factory.mktemp("evaluators"))

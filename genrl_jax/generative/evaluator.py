@@ -85,6 +85,16 @@ def classifier_score(probs: np.ndarray) -> float:
   return float(np.exp(terms.sum(axis=1).mean()))
 
 
+def score_entropies(probs: np.ndarray) -> tuple[float, float]:
+  """(H(p_hat), mean_i H(p(y|x_i))) in nats, the two parts of the classifier score:
+  mean_i KL(p(y|x_i) || p_hat) = H(p_hat) - mean_i H(p(y|x_i)), so score = exp(first - second).
+  The first is the diversity of the labels (log K at most: every label equally often), the
+  second the classifier's uncertainty per image (0: every image unambiguous)."""
+  p = np.asarray(probs, np.float64)
+  plogp = lambda q: np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0)
+  return float(-plogp(p.mean(axis=0)).sum()), float(-plogp(p).sum(axis=1).mean())
+
+
 def gaussian_fit(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(mean [F], covariance [F, F]) of features [N, F], float64, unbiased (N - 1) covariance."""
   f = np.asarray(features, np.float64)
@@ -249,12 +259,15 @@ class Evaluator:
     return np.concatenate(probs), np.concatenate(features)
 
   def judge(self, images: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
-    """{"classifier_score", "frechet_distance"[, "conditional_accuracy"]} of images in [0, 1]
-    [N, H, W, C] (N >= 2); the distance is to the real test images' feature fit."""
+    """{"classifier_score", "frechet_distance", "label_entropy", "conditional_entropy"
+    [, "conditional_accuracy"]} of images in [0, 1] [N, H, W, C] (N >= 2); the distance is to the
+    real test images' feature fit, the entropies are the score's parts (``score_entropies``)."""
     probs, features = self.outputs(images)
     mean, cov = gaussian_fit(features)
+    label_entropy, conditional_entropy = score_entropies(probs)
     out = {"classifier_score": classifier_score(probs),
-           "frechet_distance": frechet_distance(mean, cov, self.real_mean, self.real_cov)}
+           "frechet_distance": frechet_distance(mean, cov, self.real_mean, self.real_cov),
+           "label_entropy": label_entropy, "conditional_entropy": conditional_entropy}
     if labels is not None:
       out["conditional_accuracy"] = conditional_accuracy(probs, labels)
     return out

@@ -69,14 +69,19 @@ def read_rows(workdir: str) -> dict[tuple[int, int], dict]:
   return rows
 
 
+SNAPSHOT_NUMBERS = ("classifier_score", "frechet_distance", "label_entropy", "conditional_entropy")
+
+
 def snapshot_table(rows: dict, seeds, iterations) -> dict[str, dict[str, np.ndarray]]:
-  """{"classifier_score": {iteration: [n_seeds]}, "frechet_distance": {...}} for the snapshots
-  that every seed has."""
-  table = {"classifier_score": {}, "frechet_distance": {}}
+  """{number: {iteration: [n_seeds]}} for each of ``SNAPSHOT_NUMBERS`` and the snapshots that
+  every seed has (a number absent from a row, as in runs written before it existed, is left
+  out of that snapshot)."""
+  table = {key: {} for key in SNAPSHOT_NUMBERS}
   for it in iterations:
     if all((it, int(s)) in rows for s in seeds):
       for key in table:
-        table[key][it] = np.asarray([rows[(it, int(s))][key] for s in seeds], np.float64)
+        if all(key in rows[(it, int(s))] for s in seeds):
+          table[key][it] = np.asarray([rows[(it, int(s))][key] for s in seeds], np.float64)
   return table
 
 
@@ -119,8 +124,8 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
         f.write(json.dumps({"iteration": iteration, "seed": int(seed), **scores}) + "\n")
 
   def summarize(result: runner.RunResult):
-    table = snapshot_table(read_rows(result.workdir), result.seeds, iterations) \
-        if result.workdir else {"classifier_score": {}, "frechet_distance": {}}
+    table = snapshot_table(read_rows(result.workdir) if result.workdir else {}, result.seeds,
+                           iterations)
     metrics = {}
     if result.history:
       metrics["final_d_loss"] = np.asarray(result.history[-1]["mean_d_loss"])
@@ -133,7 +138,7 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
         str(it): {key: {"per_seed": [float(v) for v in table[key][it]],
                         "mean": runner.stats.mean_ci(table[key][it])[0],
                         "ci95_half_width": runner.stats.mean_ci(table[key][it])[1]}
-                  for key in table}
+                  for key in table if it in table[key]}
         for it in table["classifier_score"]}
     extra = {"dataset": data_config.dataset, "data_source": dataset.source,
              "iterations": config.iterations, "final_snapshot_iteration": last,
