@@ -5,7 +5,11 @@
 Same architecture, batch and optimizer on both sides (benchmarks/peers/torch_dcgan.py). Rounds
 interleave the two (ours: one chunk of --iterations for all seeds; the peer: --iterations for
 each seed in turn), so both see the same machine load; the best round of each is compared.
-Prints the machine's f32 matmul GFLOP/s beside the absolute numbers.
+Prints the machine's f32 matmul GFLOP/s beside the absolute numbers, and a bound on ours: the
+same seeds running only the iteration's matrix products (``iteration_matmuls``: every forward
+and backward product of the patch/scatter convolutions and dense layers, same shapes), through
+the same seed placement. The gap between that and the training chunk is everything else
+(patch extraction, tile overlap-add, batch norm, activations, Adam).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.vae_throughput import matmul_peak_gflops
@@ -23,6 +28,35 @@ from genrl_jax.data import images
 from genrl_jax.generative import gan
 from genrl_jax.run import devices
 from genrl_jax.run.placement import SeedPlacement
+
+
+def iteration_matmuls(batch: int, width: int, latent_dim: int, image_side: int = 28
+                      ) -> list[tuple[int, int, int]]:
+  """(m, k, n) of every matrix product of one DCGAN iteration for one seed
+  (``genrl_jax.models.dcgan``, single-channel images): forward, kernel-gradient (dW) and
+  input-gradient (dX) products. D runs on the real and the generated batch for its step (dW, and
+  dX of conv_1 to reach conv_0's dW), then once more on the generated batch for G's step (dX only);
+  G's pass is shared by both steps."""
+  b, w, q, h = batch, width, (image_side // 4) ** 2, (image_side // 2) ** 2
+  g = [(b, latent_dim, q * 4 * w), (latent_dim, b, q * 4 * w),                      # project
+       (b * q, 4 * w, 16 * 2 * w), (4 * w, b * q, 16 * 2 * w), (b * q, 16 * 2 * w, 4 * w),
+       (b * h, 2 * w, 16), (2 * w, b * h, 16), (b * h, 16, 2 * w)]                  # deconvs
+  d_forward = [(b * h, 16, w), (b * q, 16 * w, 2 * w), (b, q * 2 * w, 1)]
+  d_step = 2 * d_forward + 2 * [(16 * w, b * q, 2 * w), (b * q, 2 * w, 16 * w), (16, b * h, w)]
+  g_step = d_forward + [(b * q, 2 * w, 16 * w), (b * h, w, 16)]
+  return g + d_step + g_step
+
+
+def matmul_chunk(shapes: list[tuple[int, int, int]], iterations: int):
+  """A per-seed chunk that runs only ``shapes``' products ``iterations`` times (each product's
+  result is reduced into the carry, so none is dead code)."""
+  def chunk(carry, data):
+    del data
+    operands = [(jnp.full((m, k), 1e-2), jnp.full((k, n), 1e-2)) for m, k, n in shapes]
+    def body(c, _):
+      return c + 1e-9 * sum(jnp.sum((a + c) @ b_) for a, b_ in operands), None
+    return jax.lax.scan(body, carry, None, length=iterations)
+  return chunk
 
 
 def main():
@@ -63,6 +97,20 @@ def main():
            for s in range(args.seeds)]
   peers[0].iterations(2)  # warm-up
 
+  shapes = iteration_matmuls(args.batch_size, args.width, args.latent_dim)
+  gflop = sum(2 * m * k * n for m, k, n in shapes) / 1e9
+  bound = placement.jit(matmul_chunk(shapes, args.iterations))
+  zeros = jnp.zeros((args.seeds,))
+  jax.block_until_ready(bound(zeros, data))
+  bound_s = []
+  for _ in range(args.rounds):
+    t0 = time.perf_counter()
+    jax.block_until_ready(bound(zeros, data))
+    bound_s.append(time.perf_counter() - t0)
+  bound_rate = args.seeds * args.iterations / min(bound_s)
+  print(f"the iteration's matmuls alone ({gflop:.2f} GFLOP per seed-iteration): "
+        f"{bound_rate:.1f} seed-it/s", flush=True)
+
   peak_before = matmul_peak_gflops()
   ours, theirs = [], []
   for r in range(args.rounds):
@@ -87,6 +135,9 @@ def main():
       "genrl_jax_seed_iterations_per_s": round(ours_rate, 2),
       "torch_seed_iterations_per_s": round(torch_rate, 2),
       "ratio_genrl_jax_over_torch": round(ours_rate / torch_rate, 3),
+      "matmuls_alone_seed_iterations_per_s": round(bound_rate, 2),
+      "matmul_gflop_per_seed_iteration": round(gflop, 2),
+      "ratio_bound_matmuls_alone_over_torch": round(bound_rate / torch_rate, 3),
       "compile_and_first_chunk_s": round(compile_s, 1),
       "matmul_f32_gflops_before_after": [round(peak_before, 1), round(peak_after, 1)],
       "load_average": os.getloadavg(),
