@@ -30,20 +30,28 @@ from genrl_jax.run import devices
 from genrl_jax.run.placement import SeedPlacement
 
 
-def iteration_matmuls(batch: int, width: int, latent_dim: int, image_side: int = 28
-                      ) -> list[tuple[int, int, int]]:
+def iteration_matmuls(batch: int, width: int, latent_dim: int, discriminator_layers: int = 2,
+                      image_side: int = 28) -> list[tuple[int, int, int]]:
   """(m, k, n) of every matrix product of one DCGAN iteration for one seed
   (``genrl_jax.models.dcgan``, single-channel images): forward, kernel-gradient (dW) and
-  input-gradient (dX) products. D runs on the real and the generated batch for its step (dW, and
-  dX of conv_1 to reach conv_0's dW), then once more on the generated batch for G's step (dX only);
-  G's pass is shared by both steps."""
+  input-gradient (dX) products. D runs on the real and the generated batch for its step (dW of
+  every layer, dX of all but the first to reach the layers below), then once more on the
+  generated batch for G's step (dX only, down to the image); G's pass is shared by both steps."""
   b, w, q, h = batch, width, (image_side // 4) ** 2, (image_side // 2) ** 2
   g = [(b, latent_dim, q * 4 * w), (latent_dim, b, q * 4 * w),                      # project
        (b * q, 4 * w, 16 * 2 * w), (4 * w, b * q, 16 * 2 * w), (b * q, 16 * 2 * w, 4 * w),
        (b * h, 2 * w, 16), (2 * w, b * h, 16), (b * h, 16, 2 * w)]                  # deconvs
-  d_forward = [(b * h, 16, w), (b * q, 16 * w, 2 * w), (b, q * 2 * w, 1)]
-  d_step = 2 * d_forward + 2 * [(16 * w, b * q, 2 * w), (b * q, 2 * w, 16 * w), (16, b * h, w)]
-  g_step = d_forward + [(b * q, 2 * w, 16 * w), (b * h, w, 16)]
+  sides = [image_side]
+  for _ in range(discriminator_layers):
+    sides.append(-(-sides[-1] // 2))
+  # Layer i: patches [b * out^2, 16 * c_in] @ kernel [16 * c_in, c_out].
+  layers = [(b * sides[i + 1] ** 2, 16 * (2 ** (i - 1) * w if i else 1), 2 ** i * w)
+            for i in range(discriminator_layers)]
+  d_forward = layers + [(b, sides[-1] ** 2 * 2 ** (discriminator_layers - 1) * w, 1)]
+  d_weight_grads = [(k, m, n) for m, k, n in layers]
+  d_input_grads = [(m, n, k) for m, k, n in layers]
+  d_step = 2 * d_forward + 2 * d_weight_grads + 2 * d_input_grads[1:]
+  g_step = d_forward + d_input_grads
   return g + d_step + g_step
 
 
@@ -66,6 +74,7 @@ def main():
   defaults = gan.GANConfig()
   parser.add_argument("--width", type=int, default=defaults.width)
   parser.add_argument("--no_discriminator_batch_norm", action="store_true")
+  parser.add_argument("--discriminator_layers", type=int, default=defaults.discriminator_layers)
   parser.add_argument("--latent_dim", type=int, default=100)
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--iterations", type=int, default=25, help="iterations per timed round")
@@ -82,7 +91,8 @@ def main():
   train_u8 = dataset.train_images.reshape(len(dataset.train_images), -1)
   batch_norm = not args.no_discriminator_batch_norm
   config = gan.GANConfig(width=args.width, latent_dim=args.latent_dim, batch_size=args.batch_size,
-                         iterations_per_chunk=args.iterations, discriminator_batch_norm=batch_norm)
+                         iterations_per_chunk=args.iterations, discriminator_batch_norm=batch_norm,
+                         discriminator_layers=args.discriminator_layers)
   train = gan.make_train(config)
   placement = SeedPlacement(args.seeds, 0, args.seed_loop)
   data = placement.place_data({"train": jax.numpy.asarray(train_u8)})
@@ -93,11 +103,13 @@ def main():
   state, metrics = chunk(state, data)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
-  peers = [torch_dcgan.DCGAN(train_u8, args.width, args.latent_dim, args.batch_size, s, batch_norm)
+  peers = [torch_dcgan.DCGAN(train_u8, args.width, args.latent_dim, args.batch_size, s, batch_norm,
+                             args.discriminator_layers)
            for s in range(args.seeds)]
   peers[0].iterations(2)  # warm-up
 
-  shapes = iteration_matmuls(args.batch_size, args.width, args.latent_dim)
+  shapes = iteration_matmuls(args.batch_size, args.width, args.latent_dim,
+                            args.discriminator_layers)
   gflop = sum(2 * m * k * n for m, k, n in shapes) / 1e9
   bound = placement.jit(matmul_chunk(shapes, args.iterations))
   zeros = jnp.zeros((args.seeds,))
@@ -129,7 +141,7 @@ def main():
   torch_rate = args.seeds * args.iterations / min(theirs)
   result = {
       "seeds": args.seeds, "width": args.width, "batch_size": args.batch_size,
-      "discriminator_batch_norm": batch_norm,
+      "discriminator_batch_norm": batch_norm, "discriminator_layers": args.discriminator_layers,
       "iterations_per_round": args.iterations, "rounds": args.rounds,
       "seed_loop": placement.describe(), "torch_threads": args.torch_threads,
       "genrl_jax_seed_iterations_per_s": round(ours_rate, 2),

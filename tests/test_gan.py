@@ -39,8 +39,9 @@ def test_batch_stat_norm_equals_flax_batch_norm_in_training_mode():
   np.testing.assert_allclose(ours.apply(variables, x), expected, atol=1e-5)
 
 
-def test_generator_and_discriminator_shapes_and_ranges():
-  config = gan.GANConfig(width=4, latent_dim=8)
+@pytest.mark.parametrize("layers", [2, 3, 4])
+def test_generator_and_discriminator_shapes_and_ranges(layers):
+  config = gan.GANConfig(width=4, latent_dim=8, discriminator_layers=layers)
   models = gan.make_models(config)
   state = gan.init_state(jax.random.key(0), models, config)
   z = jax.random.normal(jax.random.key(1), (5, 8))
@@ -49,6 +50,13 @@ def test_generator_and_discriminator_shapes_and_ranges():
   assert jax.tree.structure(stats) == jax.tree.structure(state.g_batch_stats)
   logits = models.discriminator.apply({"params": state.d_params}, fake)
   assert logits.shape == (5,)
+  # Layer i (4x4, stride 2, "SAME") takes 28 -> 14 -> 7 -> 4 -> 2 pixels and 4 * 2^(i-1) -> 4 * 2^i
+  # channels; the logit reads the last layer's side^2 * channels features.
+  for i in range(layers):
+    assert state.d_params[f"conv_{i}"]["kernel"].shape == (4, 4, 4 * 2 ** (i - 1) if i else 1,
+                                                           4 * 2 ** i)
+  side = [28, 14, 7, 4, 2][layers]
+  assert state.d_params["logit"]["kernel"].shape == (side * side * 4 * 2 ** (layers - 1), 1)
   samples = gan.sample(models, state, z, config)
   assert samples.shape == (5, 28, 28, 1) and 0.0 <= float(samples.min()) <= float(samples.max()) <= 1.0
 
@@ -69,13 +77,13 @@ def test_one_iteration_updates_both_networks_and_batch_stats():
   assert int(new.step) == 1
 
 
-@pytest.mark.parametrize("batch_norm", [True, False])
-def test_one_iteration_equals_the_textbook_two_pass_iteration(batch_norm):
+@pytest.mark.parametrize("batch_norm,layers", [(True, 2), (False, 2), (True, 3)])
+def test_one_iteration_equals_the_textbook_two_pass_iteration(batch_norm, layers):
   """The iteration (one G forward kept by jax.vjp, D on real and fake as one batch) against an
   independent transcription of Goodfellow et al.'s alternating steps: D's BCE on two separate D
   calls, then jax.grad of the G loss through a second G forward; with and without D's batch norm."""
   config = gan.GANConfig(width=4, latent_dim=8, batch_size=8, discriminator_batch_norm=batch_norm,
-                         ema_decay=0.999)
+                         discriminator_layers=layers, ema_decay=0.999)
   models = gan.make_models(config)
   state = gan.init_state(jax.random.key(3), models, config)
   train_u8 = jnp.asarray(gen_data.banded(40)[0].reshape(40, -1))

@@ -4,8 +4,9 @@ Not a dependency of genrl_jax. Same architecture for width w and noise size Z:
 
   G: Linear(Z, 7*7*4w, no bias) -> BatchNorm1d -> ReLU -> ConvTranspose2d(4w, 2w, 4, 2, 1, no bias)
      -> BatchNorm2d -> ReLU -> ConvTranspose2d(2w, C, 4, 2, 1) -> tanh
-  D: Conv2d(C, w, 4, 2, 1) -> LeakyReLU(0.2) -> Conv2d(w, 2w, 4, 2, 1, no bias) -> BatchNorm2d
-     -> LeakyReLU(0.2) -> Linear(7*7*2w, 1)      (batch_norm=False: conv with bias, no BatchNorm2d)
+  D: Conv2d(C, w, 4, 2) -> LeakyReLU(0.2) -> [Conv2d(., 2^i w, 4, 2, no bias) -> BatchNorm2d
+     -> LeakyReLU(0.2)] for i = 1 .. L-1 -> Linear(side*side*2^(L-1) w, 1), sides 28 -> 14 -> 7
+     -> 4 -> 2 with XLA's "SAME" padding     (batch_norm=False: convs with bias, no BatchNorm2d)
 
 N(0, 0.02) weights; Adam(2e-4, betas=(0.5, 0.999)) for each network; one iteration as in the
 PyTorch DCGAN example and genrl_jax.generative.gan: a real batch drawn with replacement, a D step
@@ -37,17 +38,32 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-  def __init__(self, width: int, channels: int = 1, batch_norm: bool = True):
+  def __init__(self, width: int, channels: int = 1, batch_norm: bool = True, conv_layers: int = 2):
     super().__init__()
-    self.conv0 = nn.Conv2d(channels, width, 4, 2, 1)
-    self.conv1 = nn.Conv2d(width, 2 * width, 4, 2, 1, bias=not batch_norm)
-    self.bn1 = nn.BatchNorm2d(2 * width) if batch_norm else nn.Identity()
-    self.logit = nn.Linear(7 * 7 * 2 * width, 1)
+    self.convs = nn.ModuleList([nn.Conv2d(channels, width, 4, 2, 0)])
+    self.norms = nn.ModuleList([nn.Identity()])
+    side = 14
+    for i in range(1, conv_layers):
+      self.convs.append(nn.Conv2d(2 ** (i - 1) * width, 2 ** i * width, 4, 2, 0,
+                                  bias=not batch_norm))
+      self.norms.append(nn.BatchNorm2d(2 ** i * width) if batch_norm else nn.Identity())
+      side = -(-side // 2)
+    self.logit = nn.Linear(side * side * 2 ** (conv_layers - 1) * width, 1)
 
   def forward(self, x):
-    h = F.leaky_relu(self.conv0(x), 0.2)
-    h = F.leaky_relu(self.bn1(self.conv1(h)), 0.2)
+    h = x
+    for conv, norm in zip(self.convs, self.norms):
+      h = F.leaky_relu(norm(conv(_same_padding(h))), 0.2)
     return self.logit(h.flatten(1))[:, 0]
+
+
+def _same_padding(x):
+  """XLA's "SAME" padding of a 4x4 stride-2 convolution: (out - 1) * 2 + 4 - in pixels in all,
+  the odd one after (an odd side, 7 -> 4, pads 1 before and 2 after; PyTorch's padding=1 would
+  give 3)."""
+  side = x.shape[-1]
+  total = (-(-side // 2) - 1) * 2 + 4 - side
+  return F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
 
 
 def _init(module):
@@ -62,10 +78,11 @@ class DCGAN:
   """One seed's networks, optimizers and data; ``iterations(n)`` trains n iterations."""
 
   def __init__(self, train_u8: np.ndarray, width: int, latent: int, batch: int, seed: int,
-               batch_norm: bool = True):
+               batch_norm: bool = True, conv_layers: int = 2):
     torch.manual_seed(seed)
     self.data = torch.from_numpy(train_u8.reshape(-1, 1, 28, 28).astype(np.float32) / 127.5 - 1)
-    self.g, self.d = Generator(width, latent), Discriminator(width, batch_norm=batch_norm)
+    self.g, self.d = Generator(width, latent), Discriminator(width, batch_norm=batch_norm,
+                                                           conv_layers=conv_layers)
     _init(self.g)
     _init(self.d)
     self.opt_g = torch.optim.Adam(self.g.parameters(), 2e-4, betas=(0.5, 0.999))

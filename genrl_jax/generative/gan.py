@@ -48,6 +48,12 @@ class GANConfig:
       True, "Batch-normalise the discriminator's second convolution (Radford et al. §3; each "
       "batch with its own statistics). --nodiscriminator_batch_norm: none, each logit depends on "
       "its own example only.")
+  discriminator_layers: int = cfg.field(
+      4, "Strided 4x4 convolutions in the discriminator: 28 -> 14 -> 7 -> 4 -> 2 pixels, "
+      "channels w, 2w, 4w, 8w, batch-normalised after the first. 4 (as Radford et al.'s "
+      "discriminator) judges the digit's global shape: 8.2 vs 7.4 classifier score at 3000 "
+      "iterations for 2 (see README); 2 is the usual small MNIST DCGAN, half the FLOPs.",
+      check=cfg.at_least(2))
   image_shape: tuple[int, int, int] = cfg.field((28, 28, 1), "(H, W, C), from the data.",
                                                 flag=None)
   batch_size: int = cfg.field(64, "Real and generated examples per iteration.",
@@ -99,7 +105,8 @@ class Models(NamedTuple):
 def make_models(config: GANConfig) -> Models:
   return Models(dcgan.Generator(width=config.width, image_shape=tuple(config.image_shape)),
                 dcgan.Discriminator(width=config.width,
-                                    batch_norm=config.discriminator_batch_norm),
+                                    batch_norm=config.discriminator_batch_norm,
+                                    conv_layers=config.discriminator_layers),
                 optax.adam(config.learning_rate, b1=config.beta1))
 
 
