@@ -40,7 +40,7 @@ class GANConfig:
   """Model and optimisation settings, each field declared once with its flag's help and check."""
   latent_dim: int = cfg.field(100, "Size of the noise z ~ N(0, I) (Radford et al.: 100).",
                               check=cfg.at_least_one)
-  width: int = cfg.field(32, "Discriminator's first-layer channels w (second layer 2w); the "
+  width: int = cfg.field(32, "Discriminator's first-layer channels w (then 2w, 4w, 8w); the "
                          "generator's layers have 4w and 2w. 32 keeps 4 seeds x 3000 iterations "
                          "within about 20 minutes of a 2-core CPU (see README).",
                          check=cfg.at_least_one)
