@@ -30,7 +30,7 @@ from genrl_jax.run import devices
 from genrl_jax.run.placement import SeedPlacement
 
 
-def iteration_matmuls(batch: int, width: int, latent_dim: int, discriminator_layers: int = 2,
+def iteration_matmuls(batch: int, width: int, latent_dim: int, discriminator_layers: int = 4,
                       image_side: int = 28) -> list[tuple[int, int, int]]:
   """(m, k, n) of every matrix product of one DCGAN iteration for one seed
   (``genrl_jax.models.dcgan``, single-channel images): forward, kernel-gradient (dW) and

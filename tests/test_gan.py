@@ -1,5 +1,6 @@
-"""DCGAN: batch-stat norm equals flax's BatchNorm in training mode, generator/discriminator shapes, the losses' gradients flow where they should, seeds are
-independent, and a SIGKILLed run resumes bit-identically (batch-norm statistics included)."""
+"""DCGAN: batch-stat norm equals flax's BatchNorm in training mode, generator/discriminator
+shapes, the losses' gradients flow where they should, seeds are independent, and a SIGKILLed run
+resumes bit-identically (batch-norm statistics included)."""
 
 import json
 import os
@@ -19,13 +20,8 @@ from genrl_jax import run as runner
 from genrl_jax.generative import gan
 from genrl_jax.models import dcgan
 from tests import gen_data
+from tests.test_conv import _random_params
 from tests.test_vae_experiment import ROOT, _env
-
-
-def _random_params(variables, seed=2):
-  leaves, tree = jax.tree.flatten(variables)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
 
 
 def test_batch_stat_norm_equals_flax_batch_norm_in_training_mode():

@@ -38,7 +38,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-  def __init__(self, width: int, channels: int = 1, batch_norm: bool = True, conv_layers: int = 2):
+  def __init__(self, width: int, channels: int = 1, batch_norm: bool = True, conv_layers: int = 4):
     super().__init__()
     self.convs = nn.ModuleList([nn.Conv2d(channels, width, 4, 2, 0)])
     self.norms = nn.ModuleList([nn.Identity()])
@@ -78,7 +78,7 @@ class DCGAN:
   """One seed's networks, optimizers and data; ``iterations(n)`` trains n iterations."""
 
   def __init__(self, train_u8: np.ndarray, width: int, latent: int, batch: int, seed: int,
-               batch_norm: bool = True, conv_layers: int = 2):
+               batch_norm: bool = True, conv_layers: int = 4):
     torch.manual_seed(seed)
     self.data = torch.from_numpy(train_u8.reshape(-1, 1, 28, 28).astype(np.float32) / 127.5 - 1)
     self.g, self.d = Generator(width, latent), Discriminator(width, batch_norm=batch_norm,

@@ -45,9 +45,9 @@ class GANConfig:
                          "within about 20 minutes of a 2-core CPU (see README).",
                          check=cfg.at_least_one)
   discriminator_batch_norm: bool = cfg.field(
-      True, "Batch-normalise the discriminator's second convolution (Radford et al. §3; each "
-      "batch with its own statistics). --nodiscriminator_batch_norm: none, each logit depends on "
-      "its own example only.")
+      True, "Batch-normalise every discriminator convolution after the first (Radford et al. §3; "
+      "each batch with its own statistics). --nodiscriminator_batch_norm: none, each logit "
+      "depends on its own example only.")
   discriminator_layers: int = cfg.field(
       4, "Strided 4x4 convolutions in the discriminator: 28 -> 14 -> 7 -> 4 -> 2 pixels, "
       "channels w, 2w, 4w, 8w, batch-normalised after the first. 4 (as Radford et al.'s "

@@ -92,13 +92,12 @@ class Discriminator(nn.Module):
 
   With ``batch_norm`` (Radford et al. §3: batch norm in the discriminator too, but not on its
   input layer) every convolution after the first is batch-normalised with the batch's own
-  statistics, so
-  an example's logit depends on the rest of its batch: real and generated images must then be
-  passed as separate batches."""
+  statistics, so an example's logit depends on the rest of its batch: real and generated images
+  must then be passed as separate batches."""
   width: int = 32
   negative_slope: float = 0.2
   batch_norm: bool = True
-  conv_layers: int = 2
+  conv_layers: int = 4
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
