@@ -31,6 +31,7 @@ from genrl_jax.run.placement import SeedPlacement
 
 
 def iteration_matmuls(batch: int, width: int, latent_dim: int, discriminator_layers: int = 4,
+                      generator_convs: int = 0,
                       image_side: int = 28) -> list[tuple[int, int, int]]:
   """(m, k, n) of every matrix product of one DCGAN iteration for one seed
   (``genrl_jax.models.dcgan``, single-channel images): forward, kernel-gradient (dW) and
@@ -39,6 +40,8 @@ def iteration_matmuls(batch: int, width: int, latent_dim: int, discriminator_lay
   generated batch for G's step (dX only, down to the image); G's pass is shared by both steps."""
   b, w, q, h = batch, width, (image_side // 4) ** 2, (image_side // 2) ** 2
   g = [(b, latent_dim, q * 4 * w), (latent_dim, b, q * 4 * w),                      # project
+       *[(b * q, 9 * 4 * w, 4 * w), (9 * 4 * w, b * q, 4 * w),                     # 3x3 convs
+         (b * q, 4 * w, 9 * 4 * w)] * generator_convs,
        (b * q, 4 * w, 16 * 2 * w), (4 * w, b * q, 16 * 2 * w), (b * q, 16 * 2 * w, 4 * w),
        (b * h, 2 * w, 16), (2 * w, b * h, 16), (b * h, 16, 2 * w)]                  # deconvs
   sides = [image_side]
@@ -75,6 +78,7 @@ def main():
   parser.add_argument("--width", type=int, default=defaults.width)
   parser.add_argument("--no_discriminator_batch_norm", action="store_true")
   parser.add_argument("--discriminator_layers", type=int, default=defaults.discriminator_layers)
+  parser.add_argument("--generator_convs", type=int, default=defaults.generator_convs)
   parser.add_argument("--latent_dim", type=int, default=100)
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--iterations", type=int, default=25, help="iterations per timed round")
@@ -92,7 +96,8 @@ def main():
   batch_norm = not args.no_discriminator_batch_norm
   config = gan.GANConfig(width=args.width, latent_dim=args.latent_dim, batch_size=args.batch_size,
                          iterations_per_chunk=args.iterations, discriminator_batch_norm=batch_norm,
-                         discriminator_layers=args.discriminator_layers)
+                         discriminator_layers=args.discriminator_layers,
+                         generator_convs=args.generator_convs)
   train = gan.make_train(config)
   placement = SeedPlacement(args.seeds, 0, args.seed_loop)
   data = placement.place_data({"train": jax.numpy.asarray(train_u8)})
@@ -104,12 +109,12 @@ def main():
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
   peers = [torch_dcgan.DCGAN(train_u8, args.width, args.latent_dim, args.batch_size, s, batch_norm,
-                             args.discriminator_layers)
+                             args.discriminator_layers, args.generator_convs)
            for s in range(args.seeds)]
   peers[0].iterations(2)  # warm-up
 
   shapes = iteration_matmuls(args.batch_size, args.width, args.latent_dim,
-                            args.discriminator_layers)
+                            args.discriminator_layers, args.generator_convs)
   gflop = sum(2 * m * k * n for m, k, n in shapes) / 1e9
   bound = placement.jit(matmul_chunk(shapes, args.iterations))
   zeros = jnp.zeros((args.seeds,))
@@ -142,6 +147,7 @@ def main():
   result = {
       "seeds": args.seeds, "width": args.width, "batch_size": args.batch_size,
       "discriminator_batch_norm": batch_norm, "discriminator_layers": args.discriminator_layers,
+      "generator_convs": args.generator_convs,
       "iterations_per_round": args.iterations, "rounds": args.rounds,
       "seed_loop": placement.describe(), "torch_threads": args.torch_threads,
       "genrl_jax_seed_iterations_per_s": round(ours_rate, 2),

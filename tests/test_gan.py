@@ -35,9 +35,10 @@ def test_batch_stat_norm_equals_flax_batch_norm_in_training_mode():
   np.testing.assert_allclose(ours.apply(variables, x), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("layers", [2, 3, 4])
-def test_generator_and_discriminator_shapes_and_ranges(layers):
-  config = gan.GANConfig(width=4, latent_dim=8, discriminator_layers=layers)
+@pytest.mark.parametrize("layers,generator_convs", [(2, 0), (3, 1), (4, 2)])
+def test_generator_and_discriminator_shapes_and_ranges(layers, generator_convs):
+  config = gan.GANConfig(width=4, latent_dim=8, discriminator_layers=layers,
+                         generator_convs=generator_convs)
   models = gan.make_models(config)
   state = gan.init_state(jax.random.key(0), models, config)
   z = jax.random.normal(jax.random.key(1), (5, 8))
@@ -51,6 +52,10 @@ def test_generator_and_discriminator_shapes_and_ranges(layers):
   for i in range(layers):
     assert state.d_params[f"conv_{i}"]["kernel"].shape == (4, 4, 4 * 2 ** (i - 1) if i else 1,
                                                            4 * 2 ** i)
+  # The generator's stride-1 3x3 convolutions keep 7x7 x 4w = 16 channels.
+  for i in range(generator_convs):
+    assert state.g_params[f"conv_{i}"]["kernel"].shape == (3, 3, 16, 16)
+  assert f"conv_{generator_convs}" not in state.g_params
   side = [28, 14, 7, 4, 2][layers]
   assert state.d_params["logit"]["kernel"].shape == (side * side * 4 * 2 ** (layers - 1), 1)
   samples = gan.sample(models, state, z, config)
@@ -73,13 +78,16 @@ def test_one_iteration_updates_both_networks_and_batch_stats():
   assert int(new.step) == 1
 
 
-@pytest.mark.parametrize("batch_norm,layers", [(True, 2), (False, 2), (True, 3)])
-def test_one_iteration_equals_the_textbook_two_pass_iteration(batch_norm, layers):
+@pytest.mark.parametrize("batch_norm,layers,generator_convs", [(True, 2, 0), (False, 2, 0),
+                                                               (True, 3, 1)])
+def test_one_iteration_equals_the_textbook_two_pass_iteration(batch_norm, layers,
+                                                              generator_convs):
   """The iteration (one G forward kept by jax.vjp, D on real and fake as one batch) against an
   independent transcription of Goodfellow et al.'s alternating steps: D's BCE on two separate D
   calls, then jax.grad of the G loss through a second G forward; with and without D's batch norm."""
   config = gan.GANConfig(width=4, latent_dim=8, batch_size=8, discriminator_batch_norm=batch_norm,
-                         discriminator_layers=layers, ema_decay=0.999)
+                         discriminator_layers=layers, generator_convs=generator_convs,
+                         ema_decay=0.999)
   models = gan.make_models(config)
   state = gan.init_state(jax.random.key(3), models, config)
   train_u8 = jnp.asarray(gen_data.banded(40)[0].reshape(40, -1))

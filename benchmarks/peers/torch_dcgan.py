@@ -2,7 +2,8 @@
 
 Not a dependency of genrl_jax. Same architecture for width w and noise size Z:
 
-  G: Linear(Z, 7*7*4w, no bias) -> BatchNorm1d -> ReLU -> ConvTranspose2d(4w, 2w, 4, 2, 1, no bias)
+  G: Linear(Z, 7*7*4w, no bias) -> BatchNorm1d -> ReLU -> [Conv2d(4w, 4w, 3, 1, 1, no bias)
+     -> BatchNorm2d -> ReLU] x extra_convs -> ConvTranspose2d(4w, 2w, 4, 2, 1, no bias)
      -> BatchNorm2d -> ReLU -> ConvTranspose2d(2w, C, 4, 2, 1) -> tanh
   D: Conv2d(C, w, 4, 2) -> LeakyReLU(0.2) -> [Conv2d(., 2^i w, 4, 2, no bias) -> BatchNorm2d
      -> LeakyReLU(0.2)] for i = 1 .. L-1 -> Linear(side*side*2^(L-1) w, 1), sides 28 -> 14 -> 7
@@ -22,17 +23,21 @@ import torch.nn.functional as F
 
 
 class Generator(nn.Module):
-  def __init__(self, width: int, latent: int, channels: int = 1):
+  def __init__(self, width: int, latent: int, channels: int = 1, extra_convs: int = 0):
     super().__init__()
     self.width = width
     self.project = nn.Linear(latent, 7 * 7 * 4 * width, bias=False)
     self.bn0 = nn.BatchNorm1d(7 * 7 * 4 * width, momentum=0.1)
+    self.convs = nn.Sequential(*[
+        layer for _ in range(extra_convs)
+        for layer in (nn.Conv2d(4 * width, 4 * width, 3, 1, 1, bias=False),
+                      nn.BatchNorm2d(4 * width, momentum=0.1), nn.ReLU())])
     self.deconv0 = nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(2 * width, momentum=0.1)
     self.deconv1 = nn.ConvTranspose2d(2 * width, channels, 4, 2, 1)
 
   def forward(self, z):
-    h = F.relu(self.bn0(self.project(z))).view(-1, 4 * self.width, 7, 7)
+    h = self.convs(F.relu(self.bn0(self.project(z))).view(-1, 4 * self.width, 7, 7))
     h = F.relu(self.bn1(self.deconv0(h)))
     return torch.tanh(self.deconv1(h))
 
@@ -78,10 +83,10 @@ class DCGAN:
   """One seed's networks, optimizers and data; ``iterations(n)`` trains n iterations."""
 
   def __init__(self, train_u8: np.ndarray, width: int, latent: int, batch: int, seed: int,
-               batch_norm: bool = True, conv_layers: int = 4):
+               batch_norm: bool = True, conv_layers: int = 4, generator_convs: int = 0):
     torch.manual_seed(seed)
     self.data = torch.from_numpy(train_u8.reshape(-1, 1, 28, 28).astype(np.float32) / 127.5 - 1)
-    self.g, self.d = Generator(width, latent), Discriminator(width, batch_norm=batch_norm,
+    self.g, self.d = Generator(width, latent, extra_convs=generator_convs), Discriminator(width, batch_norm=batch_norm,
                                                            conv_layers=conv_layers)
     _init(self.g)
     _init(self.d)

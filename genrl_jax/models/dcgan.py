@@ -6,7 +6,9 @@ the generator (not on its output layer) and in the discriminator (not on its inp
 in the generator with a tanh output; LeakyReLU (slope 0.2) in the discriminator; weights
 initialised from N(0, 0.02^2); no bias on a layer followed by batch norm.
 
-    G: z [Z] -> Dense(7*7*4w) -> BN -> ReLU -> ConvT(2w, 4x4, /2) -> BN -> ReLU       (14x14)
+    G: z [Z] -> Dense(7*7*4w) -> BN -> ReLU                                          (7x7)
+              [-> Conv(4w, 3x3, /1) -> BN -> ReLU] x extra_convs                       (7x7)
+              -> ConvT(2w, 4x4, /2) -> BN -> ReLU                                     (14x14)
               -> ConvT(C, 4x4, /2) -> tanh                                            (28x28)
     D: x [28, 28, C] -> Conv(w, 4x4, /2) -> LReLU                                     (14x14)
               -> Conv(2w, 4x4, /2) -> BN -> LReLU                                     (7x7)
@@ -23,6 +25,11 @@ from 103 to 39 (2 seeds, 9k digits), for twice the FLOPs per iteration.
 The convolutions are ``conv.PatchConv`` and ``conv.ConvTranspose4x4``: the same functions and
 parameters as flax's ``nn.Conv`` / ``nn.ConvTranspose``, computed as matmuls, which keeps XLA's
 CPU backend fast inside the training scan (see ``genrl_jax.models.conv``).
+
+``extra_convs`` stride-1 convolutions at 7x7 deepen the generator where it lays out the digit's
+shape (Radford et al.'s generator has none; TensorFlow's DCGAN tutorial has one, 5x5): one raised
+the classifier score at 3000 iterations from 8.29 to 8.61 and lowered the distance from 30 to 21
+(2 seeds, 9k digits, weight average on both), for 1.3x the time per iteration.
 
 ``w`` is ``width`` (the discriminator's first layer); the generator's widths are 2w and 4w, as
 in the paper's generator that halves the channels at each upsampling. The discriminator's batch
@@ -52,6 +59,7 @@ class Generator(nn.Module):
   width: int = 32
   image_shape: tuple[int, int, int] = (28, 28, 1)
   bn_momentum: float = 0.9
+  extra_convs: int = 0
 
   @nn.compact
   def __call__(self, z: Array, train: bool = True) -> Array:
@@ -63,6 +71,10 @@ class Generator(nn.Module):
     h = nn.Dense(h0 * w0 * 4 * self.width, use_bias=False, kernel_init=_INIT, name="project")(z)
     h = nn.relu(norm("bn_0")(h))
     h = h.reshape((z.shape[0], h0, w0, 4 * self.width))
+    for i in range(self.extra_convs):
+      h = PatchConv(4 * self.width, kernel_size=3, stride=1, use_bias=False, kernel_init=_INIT,
+                    name=f"conv_{i}")(h)
+      h = nn.relu(norm(f"bn_conv_{i}")(h))
     h = ConvTranspose4x4(2 * self.width, use_bias=False, kernel_init=_INIT, name="deconv_0")(h)
     h = nn.relu(norm("bn_1")(h))
     h = ConvTranspose4x4(channels, kernel_init=_INIT, name="deconv_1")(h)
