@@ -42,7 +42,7 @@ class GANConfig:
                               check=cfg.at_least_one)
   width: int = cfg.field(32, "Discriminator's first-layer channels w (then 2w, 4w, 8w); the "
                          "generator's layers have 4w and 2w. 32 keeps 4 seeds x 3000 iterations "
-                         "within about 20 minutes of a 2-core CPU (see README).",
+                         "within about 22 minutes of a 2-core CPU (see README).",
                          check=cfg.at_least_one)
   discriminator_batch_norm: bool = cfg.field(
       True, "Batch-normalise every discriminator convolution after the first (Radford et al. §3; "
