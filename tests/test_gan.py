@@ -84,7 +84,8 @@ def test_one_iteration_equals_the_textbook_two_pass_iteration(batch_norm, layers
                                                               generator_convs):
   """The iteration (one G forward kept by jax.vjp, D on real and fake as one batch) against an
   independent transcription of Goodfellow et al.'s alternating steps: D's BCE on two separate D
-  calls, then jax.grad of the G loss through a second G forward; with and without D's batch norm."""
+  calls, then jax.grad of the G loss through a second G forward; with and without D's batch norm,
+  and with the generator's 3x3 convolution."""
   config = gan.GANConfig(width=4, latent_dim=8, batch_size=8, discriminator_batch_norm=batch_norm,
                          discriminator_layers=layers, generator_convs=generator_convs,
                          ema_decay=0.999)

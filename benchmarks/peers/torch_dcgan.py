@@ -86,8 +86,8 @@ class DCGAN:
                batch_norm: bool = True, conv_layers: int = 4, generator_convs: int = 0):
     torch.manual_seed(seed)
     self.data = torch.from_numpy(train_u8.reshape(-1, 1, 28, 28).astype(np.float32) / 127.5 - 1)
-    self.g, self.d = Generator(width, latent, extra_convs=generator_convs), Discriminator(width, batch_norm=batch_norm,
-                                                           conv_layers=conv_layers)
+    self.g = Generator(width, latent, extra_convs=generator_convs)
+    self.d = Discriminator(width, batch_norm=batch_norm, conv_layers=conv_layers)
     _init(self.g)
     _init(self.d)
     self.opt_g = torch.optim.Adam(self.g.parameters(), 2e-4, betas=(0.5, 0.999))
@@ -108,4 +108,4 @@ class DCGAN:
       self.opt_g.zero_grad(set_to_none=True)
       g_loss.backward()
       self.opt_g.step()
-    return float(d_loss)
+    return float(d_loss.detach())
