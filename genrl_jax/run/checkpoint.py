@@ -40,6 +40,14 @@ def to_storable(state):
   return jax.device_get(state)
 
 
+def to_storable_abstract(state):
+  """``to_storable``'s shapes and dtypes (typed keys as their key data), copying nothing."""
+  def leaf(x):
+    x = jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
+  return jax.tree.map(leaf, state)
+
+
 def _abstract(target):
   """orbax's restore target: shapes and dtypes (and, across processes, the global shardings)."""
   if jax.process_count() > 1:
@@ -135,6 +143,43 @@ def _silence_failed_read_leftovers(step_dir: str) -> None:
     asyncio_logger.addFilter(_UnretrievedReadFilter())
 
 
+# --- the saved state's layout --------------------------------------------------------------------
+
+def _key_name(entry) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
+def layout(tree) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{"params/Dense_0/kernel": (shape, dtype)} of every leaf: what a checkpoint's metadata and a
+  configured state are compared by (dicts, dataclasses and tuples named alike)."""
+  return {"/".join(_key_name(k) for k in path): (tuple(np.shape(x)), str(np.dtype(x.dtype)))
+          for path, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+class StateMismatch(UserError):
+  """A checkpoint holds a state of other shapes, dtypes or structure than the configured one.
+
+  Attributes:
+    step: the checkpoint's step.
+    differences: (leaf path, saved (shape, dtype) or None, configured (shape, dtype) or None).
+  """
+
+  def __init__(self, directory: str, step: int, differences: list[tuple]):
+    self.directory, self.step, self.differences = directory, step, differences
+    super().__init__(self.describe())
+
+  def describe(self, hint: str = "") -> str:
+    path, saved, now = self.differences[0]
+    show = lambda x: "absent" if x is None else f"{x[1]}{list(x[0])}"
+    more = f" (and {len(self.differences) - 1} more leaves)" if len(self.differences) > 1 else ""
+    return (f"the checkpoint of step {self.step} in {self.directory} holds a state of other "
+            f"shapes than this run's: {path} is {show(saved)} there, {show(now)} now{more}"
+            f"{hint}; rerun with the flags it was made with, or pass a new --workdir")
+
+
 # --- retention -----------------------------------------------------------------------------------
 
 class _Retention(ocp.checkpoint_managers.PreservationPolicy):
@@ -202,6 +247,28 @@ class Checkpointer:
       return
     self._manager.save(step, args=ocp.args.StandardSave(to_storable(state)))
 
+  def saved_layout(self, step: int) -> dict | None:
+    """The layout (``layout``) of checkpoint ``step`` from its metadata, without reading its
+    arrays; None when the metadata is unreadable (``restore`` then reports the step)."""
+    try:
+      saved = layout(self._manager.item_metadata(step))
+    except Exception:  # noqa: BLE001 -- damaged metadata: the step is reported by restore.
+      return None
+    return saved or None  # no leaves: the metadata is gone, restore reports the step
+
+  def check_layout(self, step: int, template) -> None:
+    """Raises ``StateMismatch`` when checkpoint ``step`` holds other shapes, dtypes or leaves
+    than ``template`` (a state of this run), before orbax or flax see the mismatch."""
+    saved = self.saved_layout(step)
+    if saved is None:
+      return
+    now = layout(to_storable_abstract(template))
+    differences = [(k, saved.get(k), now.get(k))  # shallow leaves (the parameters) first
+                   for k in sorted(set(saved) | set(now), key=lambda k: (k.count("/"), k))
+                   if saved.get(k) != now.get(k)]
+    if differences:
+      raise StateMismatch(self.directory, step, differences)
+
   def _read(self, step: int, abstract):
     """orbax's restore of one step, or the exception that made it unreadable."""
     try:
@@ -238,6 +305,8 @@ class Checkpointer:
       multiple = self.keep_every is not None and step % self.keep_every == 0
       if restored is not None and readable >= self.keep and multiple:
         continue  # kept by keep_every whatever its state, and outside the newest-`keep` count.
+      if restored is None:
+        self.check_layout(step, template)  # other shapes: refused, not taken for damage
       stored, error = self._read(step, abstract)
       if error is not None:
         self._mark_unreadable(step, error)
@@ -259,6 +328,7 @@ class Checkpointer:
       raise UserError(f"no checkpoint of step {step} in {self.directory}; it holds steps "
                       f"{', '.join(map(str, self.all_steps())) or 'none'} (keep more with "
                       "--keep_every)")
+    self.check_layout(step, template)
     target = to_storable(template)
     abstract = _abstract(target)
     stored, error = self._read(step, abstract)

@@ -11,3 +11,8 @@ class TrainingDiverged(UserError):
 
 class Interrupted(UserError):
   """The run stopped cleanly on SIGINT/SIGTERM after a checkpoint; the entry point exits 0."""
+
+
+class Aborted(Exception):
+  """A second ^C: the run stopped at once, without the chunk's checkpoint; the checkpoints on disk
+  are all complete (a save in flight is finished first). The entry point exits 130."""

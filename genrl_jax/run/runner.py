@@ -20,6 +20,7 @@ runs its seeds one after another (``lax.map``), which is faster there (``devices
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -35,13 +36,15 @@ import numpy as np
 
 from genrl_jax.run import devices as devices_lib
 from genrl_jax.run import distributed
+from genrl_jax.run import memory
 from genrl_jax.run import stats
 from genrl_jax.run import sweep as sweep_lib
-from genrl_jax.run.checkpoint import Checkpointer
-from genrl_jax.run.errors import Interrupted, TrainingDiverged, UserError
+from genrl_jax.run.checkpoint import Checkpointer, StateMismatch
+from genrl_jax.run.errors import Aborted, Interrupted, TrainingDiverged, UserError
 from genrl_jax.run import info as run_info_lib
 from genrl_jax.run.placement import SeedPlacement, seed_keys
 from genrl_jax.run.tensorboard import TensorBoardLog
+from genrl_jax.run import workdir_lock
 
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run_info.json"
@@ -388,10 +391,13 @@ def _same_flag_value(a, b) -> bool:
 
 
 class _StopRequest:
-  """SIGINT or SIGTERM: finish the chunk in flight, checkpoint, stop. A second ^C is hard.
+  """SIGINT or SIGTERM: finish the chunk in flight, checkpoint, stop. A second ^C aborts.
 
   SIGTERM is what SLURM and preemptible cloud VMs send before they stop a job, so it is treated
-  as the first ^C: the run ends at a chunk boundary with its checkpoint saved.
+  as the first ^C: the run ends at a chunk boundary with its checkpoint saved. A second ^C raises
+  ``Aborted`` as soon as Python runs again (a computation in flight on the device finishes
+  first), except inside ``saving()``: a checkpoint being handed to orbax is never cut, the abort
+  waits for the end of that block.
   """
   SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -399,11 +405,27 @@ class _StopRequest:
     self.requested = False
     self._log = log
     self._previous = {}
+    self._saving = False
+    self._abort_pending = False
+
+  @contextlib.contextmanager
+  def saving(self):
+    """A block a second ^C does not cut; the abort comes at its end."""
+    self._saving = True
+    try:
+      yield
+    finally:
+      self._saving = False
+    if self._abort_pending:
+      raise Aborted("aborted by a second ^C")
 
   def __enter__(self):
     def handler(signum, frame):
       if self.requested and signum == signal.SIGINT:
-        raise KeyboardInterrupt
+        if self._saving:
+          self._abort_pending = True
+          return
+        raise Aborted("aborted by a second ^C")
       self.requested = True
       name = signal.Signals(signum).name
       self._log(f"{name}: stopping after this chunk"
@@ -418,6 +440,22 @@ class _StopRequest:
   def __exit__(self, *exc):
     for sig, previous in self._previous.items():
       signal.signal(sig, previous)
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+  """SIGINT/SIGTERM ignored for a short block (a checkpoint's last write), in the main thread."""
+  previous = {}
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    try:
+      previous[sig] = signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+      pass
+  try:
+    yield
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
 
 
 HEARTBEAT_SECONDS = 10.0  # a line at least this often while a long phase runs
@@ -526,7 +564,10 @@ def _restore_or_init(exp: Experiment, compiled: Compiled, data, workdir: str | N
                               **({"keep_every": keep_every} if keep_every else {}))
   start = 0
   if checkpointer.latest_step() is not None:
-    state, start = checkpointer.restore(template=state)
+    try:
+      state, start = checkpointer.restore(template=state)
+    except StateMismatch as e:
+      raise UserError(e.describe(_mismatch_hint(e, placement, config))) from None
     state = placement.place_state(state)
     log(f"resuming {exp.name} from {exp.chunk_label} {start}/{exp.num_chunks} in {workdir}")
   if not distributed.is_main():  # multi-process: process 0 writes the run's files
@@ -542,6 +583,27 @@ def _restore_or_init(exp: Experiment, compiled: Compiled, data, workdir: str | N
                      placement.first_seed, placement.num_seeds, resumed_from=start,
                      placement=placement.describe())
   return state, start, checkpointer, metrics_log, history
+
+
+def _mismatch_hint(error: StateMismatch, placement: SeedPlacement, config: dict | None) -> str:
+  """Which flag most likely made the saved state's shapes differ: ``--seeds`` when only the
+  leading (seed) axis differs, else the flags whose value is one of the new sizes."""
+  pairs = [(saved[0], now[0]) for _, saved, now in error.differences if saved and now]
+  if pairs and len(pairs) == len(error.differences) and all(
+      len(a) == len(b) and a and a[1:] == b[1:] and a[0] != b[0] for a, b in pairs):
+    what = "--seeds (or --sweep)" if placement.sweep is not None else "--seeds"
+    return f" ({pairs[0][0][0]} seeds there, {placement.num_cells} now: {what} differs)"
+  sizes = {b[i] for a, b in pairs if len(a) == len(b) for i in range(len(a)) if a[i] != b[i]}
+
+  def values(v):
+    items = v if isinstance(v, (list, tuple)) else [v]
+    return {int(x) for x in items if isinstance(x, int) and not isinstance(x, bool)
+            or isinstance(x, str) and x.isdigit()}
+  named = [f"--{k}" for k, v in sorted((config or {}).items())
+           if k not in ("seeds", "seed") and values(v) & sizes]
+  if named:
+    return f" (sizes {sorted(sizes)} now come from {' or '.join(named[:3])}, which differs)"
+  return " (a flag that sets sizes or layers differs)"
 
 
 def _who(placement: SeedPlacement, bad: np.ndarray) -> list[str]:
@@ -597,7 +659,8 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
       if compiled.evaluate is not None and exp.evaluate_every and done % exp.evaluate_every == 0:
         metrics.update({f"eval_{k}": v for k, v in evaluate(compiled, state, data).items()})
       if metrics_log is not None:
-        metrics_log.append(done, placement.seeds, metrics, seconds, placement.cell_labels())
+        with stop.saving():  # (a second ^C never cuts a file write: not this, nor below)
+          metrics_log.append(done, placement.seeds, metrics, seconds, placement.cell_labels())
       # float64, as the rows of metrics.jsonl read back: a resumed or replayed run summarizes
       # exactly the numbers a run that never stopped does.
       history.append({k: np.asarray(v, np.float64) for k, v in metrics.items()})
@@ -612,10 +675,12 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
       stopping = distributed.any_process(stop.requested)
       if checkpointer is not None and (done % checkpoint_every == 0 or done == exp.num_chunks
                                        or stopping):
-        checkpointer.save(done, state)
+        with stop.saving():
+          checkpointer.save(done, state)
         last_saved = done
       if exp.after_chunk is not None:
-        _after_chunk(exp, ChunkEnd(done, state, metrics, workdir, placement, data))
+        with stop.saving():
+          _after_chunk(exp, ChunkEnd(done, state, metrics, workdir, placement, data))
       if stopping and done < exp.num_chunks:
         if checkpointer is not None:
           checkpointer.wait()
@@ -708,10 +773,32 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     raise UserError(f"nothing to run: {exp.num_chunks} {exp.chunk_label}s; pass a positive count")
   if workdir:
     check_workdir(workdir)
+  # One live process per workdir (the entry point took the lock already; a library call takes
+  # it here, for the run's length).
+  locking = bool(workdir) and distributed.is_main() and not workdir_lock.held(workdir)
+  if locking:
+    workdir_lock.acquire(workdir)
+  try:
+    return _run(exp, seeds=seeds, seed=seed, workdir=workdir, checkpoint_every=checkpoint_every,
+                keep_checkpoints=keep_checkpoints, keep_every=keep_every, config=config,
+                seed_loop=seed_loop, sweep=sweep, log=log)
+  finally:
+    if locking:
+      workdir_lock.release(workdir)
+
+
+def _run(exp: Experiment, *, seeds, seed, workdir, checkpoint_every, keep_checkpoints, keep_every,
+         config, seed_loop, sweep, log) -> RunResult:
+  """``run``'s body, with the workdir checked and locked."""
   if not distributed.is_main():
     log = lambda _: None  # noqa: E731 (process 0 prints the progress of a multi-process run)
   grid = sweep_lib.parse(sweep, exp.sweepable, exp.name) if sweep else None
   placement = SeedPlacement(seeds, seed, seed_loop or exp.seed_loop, sweep=grid)
+  processes = jax.process_count()  # each process holds its share of the cells and devices
+  memory.check_fits(exp.init, exp.data, num_cells=placement.num_cells // processes,
+                    num_devices=max(placement.num_devices // processes, 1),
+                    cells_per_seed=placement.num_cells // placement.num_seeds,
+                    available=memory.available_env_override())
   compiled = Compiled(exp, placement)
   data = placement.place_data(exp.data)
   state, start, checkpointer, metrics_log, history = _restore_or_init(
@@ -720,10 +807,11 @@ def run(exp: Experiment, *, seeds: int, seed: int = 0, workdir: str | None = Non
     state, chunk_seconds = _chunk_loop(exp, compiled, state, data, start, checkpointer,
                                        metrics_log, history, checkpoint_every, workdir, log)
   finally:
-    if checkpointer is not None:
-      checkpointer.close()
-    if metrics_log is not None:
-      metrics_log.close()
+    with _signals_ignored():  # the save in flight is finished, never cut (also after ^C^C)
+      if checkpointer is not None:
+        checkpointer.close()
+      if metrics_log is not None:
+        metrics_log.close()
   if start >= exp.num_chunks:
     log(f"{exp.name}: all {exp.num_chunks} {exp.chunk_label}s already done in {workdir}")
   final, eval_seconds = final_evaluation(exp, compiled, state, data, chunk_seconds, log)
