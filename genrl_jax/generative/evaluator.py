@@ -36,6 +36,7 @@ from flax import traverse_util
 
 from genrl_jax.data import images as images_lib
 from genrl_jax.models import conv
+from genrl_jax.run import files
 
 Array = jnp.ndarray
 PARAMS_FILE = "params.npz"
@@ -208,14 +209,13 @@ def _save(directory: str, params: Any, meta: dict) -> None:
 
 
 def _load(directory: str, template: Any, expected: dict) -> tuple[Any, dict]:
-  """Cached (params, meta); raises ValueError/OSError naming what is wrong with the cache."""
-  with open(os.path.join(directory, META_FILE)) as f:
-    meta = json.load(f)
+  """Cached (params, meta); raises ``files.DamagedFile`` for a damaged file of the cache and
+  ValueError for one of other settings, data or parameter shapes."""
+  meta = files.read_json(os.path.join(directory, META_FILE), "the evaluator's settings")
   for key, value in expected.items():
     if meta.get(key) != value:
       raise ValueError(f"it was trained with {key}={meta.get(key)!r}, not {value!r}")
-  with np.load(os.path.join(directory, PARAMS_FILE)) as stored:
-    flat = {k: stored[k] for k in stored.files}
+  flat = files.load_npz(os.path.join(directory, PARAMS_FILE), "the evaluator's parameters")
   params = {}
   for path, like in traverse_util.flatten_dict(template).items():
     name = "/".join(path)
@@ -296,9 +296,10 @@ def load_or_train(dataset: images_lib.ImageDataset, name: str, cache_dir: str,
   if os.path.exists(os.path.join(directory, META_FILE)):
     try:
       params, meta = _load(directory, template, expected)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-      log(f"evaluator: the cache in {directory} is unusable ({type(e).__name__}: "
-          f"{str(e).splitlines()[0][:160] if str(e) else ''}); retraining")
+    except (files.DamagedFile, ValueError) as e:
+      reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+      log(f"warning: evaluator: the cache in {directory} is unusable ({reason}); retraining "
+          "(the cache is rewritten)")
   if params is None:
     params = train_classifier(dataset.train_images, dataset.train_labels, num_classes, settings)
     meta = dict(expected, source=dataset.source)

@@ -29,6 +29,7 @@ from genrl_jax.data import images
 from genrl_jax.generative import evaluator as evaluator_lib
 from genrl_jax.generative import gan
 from genrl_jax.run import config as cfg
+from genrl_jax.run import files
 from genrl_jax.run import plots
 
 SNAPSHOT_ROWS = "snapshots.jsonl"
@@ -54,19 +55,44 @@ def fixed_noise(config: gan.GANConfig) -> dict[str, jax.Array]:
 
 
 def read_rows(workdir: str) -> dict[tuple[int, int], dict]:
-  """{(iteration, seed): row} of snapshots.jsonl; a line cut by a kill ends the reading."""
-  rows = {}
+  """{(iteration, seed): row} of snapshots.jsonl; a last line cut by a kill is left out. A
+  damaged line gives one warning and ends the reading (the rows before it are used); a row
+  without an integer iteration and seed is left out with one warning."""
   path = os.path.join(workdir, SNAPSHOT_ROWS)
-  if not os.path.exists(path):
-    return rows
-  with open(path) as f:
-    for line in f:
-      try:
-        r = json.loads(line)
-      except json.JSONDecodeError:
-        break
+  try:
+    lines = files.read_jsonl(path, "the DCGAN's snapshot scores")
+  except files.DamagedFile as e:
+    lines = e.partial or []
+    print(f"warning: {e}; only the {len(lines)} rows before it are used", flush=True)
+  rows, bad = {}, 0
+  for r in lines:
+    try:
       rows[(int(r["iteration"]), int(r["seed"]))] = r
+    except (KeyError, TypeError, ValueError):
+      bad += 1
+  if bad:
+    print(f"warning: {path}: {bad} rows without an integer iteration and seed are left out",
+          flush=True)
   return rows
+
+
+def read_grids(workdir: str, iterations, image_shape) -> list[tuple[int, np.ndarray]]:
+  """[(iteration, [n_seeds, 64, H, W] uint8)] of the snapshot grids in ``workdir``/snapshots/
+  (those that exist); a damaged one gives one warning and is left out (the file is kept)."""
+  grids = []
+  for it in iterations:
+    path = os.path.join(workdir, "snapshots", f"{it}.npy")
+    if not os.path.exists(path):
+      continue
+    try:
+      grid = files.load_npy(path, f"the iteration-{it} snapshot grid",
+                            shape=(None, GRID_SIZE, *image_shape[:2]))
+    except files.DamagedFile as e:
+      print(f"warning: {e}; snapshots.png leaves iteration {it} out", flush=True)
+      continue
+    if grid.shape[0]:
+      grids.append((it, grid))
+  return grids
 
 
 SNAPSHOT_NUMBERS = ("classifier_score", "frechet_distance", "label_entropy", "conditional_entropy")
@@ -163,9 +189,7 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
                                 {"discriminator": d, "generator": g}, xlabel="iteration",
                                 ylabel="loss (nats)",
                                 title=f"DCGAN, mean over {d.shape[0]} seed(s), 95% CI band"))
-    grids = [(it, os.path.join(result.workdir or out_dir, "snapshots", f"{it}.npy"))
-             for it in iterations]
-    grids = [(it, np.load(p)) for it, p in grids if os.path.exists(p)]
+    grids = read_grids(result.workdir or out_dir, iterations, config.image_shape)
     if grids:
       per_column = 8
       columns = [g[0, :per_column].astype(np.float32) / 255.0 for _, g in grids]
