@@ -22,6 +22,7 @@ import sys
 from absl import flags
 
 from genrl_jax import run as runner
+from genrl_jax.run import files
 from genrl_jax.run import replay
 from genrl_jax.run import runner as runner_lib
 
@@ -39,6 +40,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  if FLAGS.out is not None:
+    replay.check_out(FLAGS.out)  # before the run is rebuilt (data, evaluator: the slow part)
   run = replay.load(FLAGS.workdir)
   for line in replay.environment_warnings(run):
     print(line, flush=True)
@@ -70,7 +73,7 @@ def main(argv):
     sys.exit(1)
   elif not compared:
     print(f"replay of step {step}: nothing to compare (the saved {runner_lib.RESULTS_FILE} is "
-          f"of another step, or missing); results and figures in {out}", flush=True)
+          f"of another step, missing or damaged); results and figures in {out}", flush=True)
   else:
     print(f"replay of step {step}: {len(compared)} saved values reproduced exactly; results "
           f"and figures in {out}", flush=True)
@@ -83,8 +86,12 @@ def _recorded_cpu_devices(argv: list[str]) -> int | None:
     path = arg.split("=", 1)[1] if arg.startswith("--workdir=") else (
         argv[i + 1] if arg == "--workdir" and i + 1 < len(argv) else None)
     if path:
-      info = runner_lib.read_run_info(path) or {}
-      devices = ((info.get("sessions") or [{}])[-1].get("devices") or info.get("devices") or [])
+      try:
+        info = files.read_json(os.path.join(path, runner_lib.RUN_INFO_FILE), "the run's facts")
+        sessions = info.get("sessions") or [{}]
+        devices = list(sessions[-1].get("devices") or info.get("devices") or [])
+      except (files.DamagedFile, AttributeError, TypeError, IndexError, KeyError):
+        return None  # main() reports what is wrong with the file, in one line
       cpus = [d for d in devices if str(d).lower().startswith(("cpu", "tfrt_cpu"))]
       return len(cpus) if cpus and len(cpus) == len(devices) else None
   return None

@@ -24,6 +24,7 @@ import numpy as np
 
 from genrl_jax import registry
 from genrl_jax.run import checkpoint as checkpoint_lib
+from genrl_jax.run import files
 from genrl_jax.run import info as run_info_lib
 from genrl_jax.run import runner
 from genrl_jax.run.errors import UserError
@@ -79,19 +80,74 @@ def load(workdir: str) -> LoadedRun:
   """Rebuilds the run in ``workdir`` from its run_info.json (one clear line if it cannot)."""
   if not os.path.isdir(workdir):
     raise UserError(f"--workdir={workdir} is not a directory; pass a run's workdir")
-  info = runner.read_run_info(workdir)
-  if info is None:
-    raise UserError(f"{workdir} has no readable {runner.RUN_INFO_FILE}; pass the workdir of a "
-                    "run made by one of the experiments")
+  path = os.path.join(workdir, runner.RUN_INFO_FILE)
+  try:
+    info = files.read_json(path, "the run's flags and facts")
+  except files.DamagedFile as e:
+    raise UserError(f"{workdir} has no readable {runner.RUN_INFO_FILE} ({e.damage}); pass the "
+                    "workdir of a run made by one of the experiments") from None
+  check_run_info(info, path)
   config = info.get("config") or {}
-  experiment = registry.build(info["experiment"], config)
-  grid = (sweep_lib.parse(config["sweep"], experiment.sweepable, info["experiment"])
-          if config.get("sweep") else None)  # a --sweep run: its cells, as it ran them
-  placement = SeedPlacement(int(info["seeds"]), int(info["seed"]),
-                            config.get("seed_loop") or experiment.seed_loop, sweep=grid)
-  return LoadedRun(workdir=workdir, info=info, experiment=experiment, placement=placement,
-                   compiled=runner.Compiled(experiment, placement),
-                   data=placement.place_data(experiment.data))
+  try:
+    experiment = registry.build(info["experiment"], config)
+    grid = (sweep_lib.parse(config["sweep"], experiment.sweepable, info["experiment"])
+            if config.get("sweep") else None)  # a --sweep run: its cells, as it ran them
+    placement = SeedPlacement(info["seeds"], info["seed"],
+                              config.get("seed_loop") or experiment.seed_loop, sweep=grid)
+    run = LoadedRun(workdir=workdir, info=info, experiment=experiment, placement=placement,
+                    compiled=runner.Compiled(experiment, placement),
+                    data=placement.place_data(experiment.data))
+    # A value of the wrong type can pass the builder and fail only when traced (a float count
+    # as a shape): lower the initial state's program now, without compiling it.
+    run.compiled.init.lower(placement.keys(), run.data)
+    return run
+  except UserError as e:
+    raise UserError(f"{path}: {e}") from None
+  except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+    raise UserError(f"{path}: its config cannot rebuild the {info['experiment']!r} run "
+                    f"({type(e).__name__}: {_first_line(e)}); was it edited? Restore the file "
+                    "the run wrote") from None
+
+
+def _first_line(error: BaseException) -> str:
+  lines = str(error).strip().splitlines()
+  return lines[0][:160] if lines else "no message"
+
+
+# Fields of run_info.json that replay reads only if present: (key, type, item type, in words).
+_OPTIONAL_FIELDS = (("argv", list, str, "a list of strings"),
+                    ("sessions", list, dict, "a list of objects"), ("devices", list, None, "a list"),
+                    ("versions", dict, None, "an object"), ("git", dict, None, "an object"))
+
+
+def check_run_info(info: dict, path: str) -> None:
+  """The fields replay reads from a run_info.json, with their types: one ``UserError`` naming
+  the file and the field that is missing or wrong."""
+  def refuse(what):
+    raise UserError(f"{path}: {what}; was it edited? Restore the file the run wrote")
+  name = info.get("experiment")
+  if not isinstance(name, str) or not name:
+    refuse("'experiment' is missing" if name is None else f"'experiment' must be a name, got "
+           f"{name!r}")
+  if registry.base_name(name) not in registry.BUILDERS:
+    refuse(f"no replay for experiment {name!r}: known are {', '.join(sorted(registry.BUILDERS))}")
+  for key, low, words in (("seeds", 1, "an integer >= 1"), ("seed", None, "an integer")):
+    if key not in info:
+      refuse(f"{key!r} is missing")
+    value = info[key]
+    if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
+      refuse(f"{key!r} must be {words}, got {value!r}")
+  config = info.get("config")
+  if config is not None and not isinstance(config, dict):
+    refuse(f"'config' must be an object of flag values, got {type(config).__name__}")
+  for key in ("sweep", "seed_loop"):
+    if config and config.get(key) is not None and not isinstance(config[key], str):
+      refuse(f"'config.{key}' must be a string, got {config[key]!r}")
+  for key, kind, item, words in _OPTIONAL_FIELDS:
+    value = info.get(key)
+    if value is not None and not (isinstance(value, kind) and (
+        item is None or all(isinstance(v, item) for v in value))):
+      refuse(f"{key!r} must be {words}, got {str(value)[:60]!r}")
 
 
 def environment_warnings(run: LoadedRun) -> list[str]:
@@ -120,10 +176,23 @@ def environment_warnings(run: LoadedRun) -> list[str]:
   return out
 
 
+def check_out(out_dir: str) -> None:
+  """``--out`` must be a directory or a path where one can be made: one ``UserError`` if it or a
+  folder above it is a file (checked before any slow work; the file is left as it is)."""
+  probe = os.path.abspath(out_dir)
+  while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    where = "is a file" if probe == os.path.abspath(out_dir) else f"is under {probe}, a file"
+    raise UserError(f"--out={out_dir} {where}, not a directory; pass a directory (it is made if "
+                    "missing)")
+
+
 def replay(run: LoadedRun, step: int | None, out_dir: str, log=print) -> list[tuple]:
   """Restores ``step``, reruns the final evaluation, writes results.json and the figures into
   ``out_dir``. Returns rows (metric, saved, replayed, equal) against the saved results.json
   (compared where it was written at the same step)."""
+  check_out(out_dir)
   steps = run.steps()
   if not steps:
     raise UserError(f"{run.workdir} has no checkpoint to replay")
@@ -144,12 +213,33 @@ def replay(run: LoadedRun, step: int | None, out_dir: str, log=print) -> list[tu
     sweep_lib.figures(result, run.experiment.summarize, out_dir)
   elif run.experiment.figures is not None:
     run.experiment.figures(result, out_dir)
-  saved_path = os.path.join(run.workdir, runner.RESULTS_FILE)
-  saved = None
-  if os.path.exists(saved_path):
-    with open(saved_path) as f:
-      saved = json.load(f)
-  return compare_results(saved, replayed, step)
+  return compare_results(read_saved_results(run.workdir, log), replayed, step)
+
+
+def read_saved_results(workdir: str, log=print) -> dict | None:
+  """The run's own results.json to compare with; None when missing, or when damaged (one
+  warning line: nothing is compared, the file is left as it is)."""
+  path = os.path.join(workdir, runner.RESULTS_FILE)
+  try:
+    saved = files.read_json(path, "the run's saved results", missing_ok=True)
+    if saved is not None:
+      _check_results_shape(saved, path)
+    return saved
+  except files.DamagedFile as e:
+    log(f"warning: {e}; nothing is compared with it")
+    return None
+
+
+def _check_results_shape(saved: dict, path: str) -> None:
+  """What ``compare_results`` reads: ``metrics`` {name: {"mean": ...}}, ``extra`` an object."""
+  metrics, extra = saved.get("metrics", {}), saved.get("extra", {})
+  if not isinstance(metrics, dict) or not all(isinstance(m, dict) and "mean" in m
+                                              for m in metrics.values()):
+    raise files.DamagedFile(path, "the run's saved results",
+                            "has no 'metrics' object of {name: {\"mean\": ...}}")
+  if not isinstance(extra, dict):
+    raise files.DamagedFile(path, "the run's saved results", "has an 'extra' that is not an "
+                                                             "object")
 
 
 MISSING = "(missing)"  # a saved metric or extra the replay did not produce
@@ -250,6 +340,7 @@ def extract_seed(run: LoadedRun, index: int, out_dir: str, step: int | None = No
   n = run.placement.num_seeds
   if not 0 <= index < n:
     raise UserError(f"--seed_index={index} is not a seed of this {n}-seed run; pass 0..{n - 1}")
+  check_out(out_dir)
   if os.path.exists(os.path.join(out_dir, runner.RUN_INFO_FILE)):
     raise UserError(f"{out_dir} already holds a run; pass another --out")
   steps = run.steps()
