@@ -84,12 +84,26 @@ def run_flags(experiment: str, flag_values=FLAGS) -> RunFlags:
                     ("keep_every", 0)):
     if getattr(f, name) < low:
       raise UserError(f"--{name} must be >= {low}, got {getattr(f, name)}")
+  if f.sweep:
+    check_sweep_flags(f.sweep, flag_values)
   runner.check_workdir(f.workdir)
   saved = runner.read_run_info(f.workdir)
   if saved is not None and saved.get("experiment") not in (None, experiment):
     raise UserError(f"{f.workdir} holds a {saved['experiment']!r} run, not a {experiment!r} "
                     f"one; pass another --workdir (e.g. runs/{experiment})")
   return f
+
+
+def check_sweep_flags(spec: str, flag_values=FLAGS) -> None:
+  """``--sweep``'s syntax, and that no swept field is also given as its own flag (which value
+  would win is not obvious): one ``UserError`` before any data is loaded. Only float flags can be
+  swept; any other name is left to ``sweep.parse``'s "not a sweepable hyperparameter"."""
+  from genrl_jax.run import sweep  # noqa: PLC0415
+  for name, _ in sweep.entries(spec):
+    flag = flag_values[name] if name in flag_values else None
+    if flag is not None and flag.present and isinstance(flag.parser, flags.FloatParser):
+      raise UserError(f"--{name}={flag_values[name].value} and --sweep both set {name}; drop "
+                      "one of the two (--sweep runs every value it lists)")
 
 
 def run(experiment, rf: RunFlags, flag_values=FLAGS, config: dict | None = None, **kwargs):

@@ -91,6 +91,35 @@ class Sweep:
     return {"names": list(self.names), "points": [list(p) for p in self.points]}
 
 
+def entries(spec: str) -> list[tuple[str, list[str]]]:
+  """[(name, [value texts])] of a ``--sweep`` value: its syntax only, checked before anything is
+  loaded or compiled. One ``UserError`` for an entry without ``=``, without a name or values, or
+  with an empty value (a leading, trailing or doubled comma), saying how to write it."""
+  out = []
+  tokens = [t for t in re.split(r"[\s;]+", spec.strip()) if t]
+  for i, entry in enumerate(tokens):
+    name, sep, values = entry.partition("=")
+    if not sep:
+      raise UserError(f"--sweep entry {entry!r} has no '=': write NAME=V1,V2,... (e.g. "
+                      "learning_rate=1e-3,3e-4)")
+    if not name:
+      raise UserError(f"--sweep entry {entry!r} has no name before '=': write NAME=V1,V2,... "
+                      f"(e.g. learning_rate{entry})")
+    items = values.split(",")
+    empty = [i for i, v in enumerate(items, 1) if not v.strip()]
+    if empty:
+      kept = ",".join(v.strip() for v in items if v.strip()) or "V1,V2,..."
+      what = ("has no values after '='" if not values else
+              f"has an empty value (item {empty[0]} of {len(items)}: a leading, trailing or "
+              "doubled comma)")
+      if values and empty == [len(items)] and i + 1 < len(tokens) and "=" not in tokens[i + 1]:
+        kept, what = f"{kept},{tokens[i + 1]}", "is cut by a space after its comma"
+      raise UserError(f"--sweep entry {entry!r} {what}; write {name}={kept} (values separated "
+                      "by single commas, entries by spaces)")
+    out.append((name, [v.strip() for v in items]))
+  return out
+
+
 def parse(spec: str, sweepable: Sweepable | None, experiment: str = "this experiment") -> Sweep:
   """``"name=v1,v2 other=w1,w2"`` -> the Sweep of their Cartesian product, with one clear
   ``UserError`` for bad syntax, a field that is not sweepable, or a value its check refuses."""
@@ -100,20 +129,15 @@ def parse(spec: str, sweepable: Sweepable | None, experiment: str = "this experi
   config = sweepable.config
   allowed = cfg.sweepable_fields(type(config))
   names, axes = [], []
-  for entry in re.split(r"[\s;]+", spec.strip()):
-    if not entry:
-      continue
-    name, sep, values = entry.partition("=")
-    if not sep or not values:
-      raise UserError(f"--sweep entry {entry!r}: write NAME=V1,V2,... (e.g. "
-                      f"{allowed[0] if allowed else 'learning_rate'}=1e-3,3e-4)")
+  for name, items in entries(spec):
+    values = ",".join(items)
     if name not in allowed:
       raise UserError(f"--sweep: {name!r} is not a sweepable hyperparameter of {experiment}; "
                       f"sweepable: {', '.join(allowed) or 'none'} (others: python -m launch.sweep)")
     if name in names:
       raise UserError(f"--sweep names {name} twice")
     try:
-      xs = [float(v) for v in values.split(",") if v.strip()]
+      xs = [float(v) for v in items]
     except ValueError:
       raise UserError(f"--sweep: {name} values must be numbers, got {values!r}") from None
     if not xs:
