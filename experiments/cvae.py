@@ -23,6 +23,7 @@ from genrl_jax.generative import cvae_run
 from genrl_jax.generative import vae_run
 from genrl_jax.run import cli
 from genrl_jax.run import config as cfg
+from genrl_jax.run import sweep
 
 cli.define_run_flags(workdir="runs/cvae", seeds=1, seed_loop="auto", chunk_label="epoch")
 cfg.define_flags(cvae_run.CVAEConfig)
@@ -44,12 +45,14 @@ def main(argv):
                               FLAGS.samples_per_label, FLAGS.evaluator_dir)
   result = cli.run(experiment, run_flags)
   vae_run.print_results(result.results, result.eval_seconds)
-  s = result.results["metrics"]["conditional_accuracy"]
-  print(f"  {'conditional accuracy':24s} {s['mean']:.4f} ± {s['ci95_half_width']:.4f}   per seed: "
-        + " ".join(f"{v:.4f}" for v in s["per_seed"]))
+  for name, point in sweep.result_keys(result.results, "conditional_accuracy"):
+    s = result.results["metrics"][name]  # one line per sweep point, if any
+    print(f"  {'conditional accuracy' + point:24s} {s['mean']:.4f} ± "
+          f"{s['ci95_half_width']:.4f}   per seed: " + " ".join(f"{v:.4f}" for v in s["per_seed"]))
   extra = result.results["extra"]
-  print(f"  {'  per label (mean)':24s} " + " ".join(
-      f"{k}:{v:.3f}" for k, v in enumerate(extra["conditional_accuracy_per_label"])))
+  if "conditional_accuracy_per_label" in extra:
+    print(f"  {'  per label (mean)':24s} " + " ".join(
+        f"{k}:{v:.3f}" for k, v in enumerate(extra["conditional_accuracy_per_label"])))
   print(f"  {'  evaluator, real test':24s} " + " ".join(
       f"{k}:{v:.3f}" for k, v in enumerate(extra["evaluator_test_accuracy_per_label"])))
   print(f"wrote {os.path.join(run_flags.workdir, runner.RESULTS_FILE)} and the figures",

@@ -338,3 +338,92 @@ def test_ctrl_c_while_compiling_is_one_line(tmp_path):
     pytest.skip("the run got past its compile before the signal (a fast machine)")
   assert proc.returncode == 130, (out, err)
   _one_error_line(err, "interrupted by ^C")
+
+
+# --- replay and a live run ----------------------------------------------------------------------
+
+def test_replay_of_a_live_run_is_refused_and_a_run_is_refused_while_a_replay_reads(tmp_path):
+  workdir = str(tmp_path / "run")
+  live = subprocess.Popen(_toy(workdir, *LONG), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    for line in live.stdout:
+      if line.startswith("chunk 1/"):
+        break
+    proc = _run([sys.executable, "-m", "experiments.replay", f"--workdir={workdir}"])
+    assert live.poll() is None, "the run ended before the replay; make it longer"
+  finally:
+    live.communicate(timeout=300)
+  assert proc.returncode == 2, proc.stderr
+  _one_error_line(proc.stderr, f"{workdir} is in use by process {live.pid} (python -m "
+                               "tests.toy_experiment")
+  assert "cannot replay it now" in proc.stderr
+  assert not os.path.exists(os.path.join(workdir, "replay"))  # replay wrote nothing
+
+  workdir_lock.acquire(workdir, exclusive=False, purpose="replay")  # a replay reads the run
+  try:
+    before = _digests(workdir)
+    proc = _run(_toy(workdir, *LONG))
+    assert proc.returncode == 2, proc.stderr
+    _one_error_line(proc.stderr, f"{workdir} is in use by another process (a replay of this run)")
+    assert _digests(workdir) == before
+  finally:
+    workdir_lock.release(workdir)
+
+
+# --- damaged run_info.json and metrics.jsonl on resume ------------------------------------------
+
+@pytest.mark.parametrize("text,expected", [
+    ("[1]", "holds an array where an object was expected"),
+    ('{"experiment": "toy", "seeds": "2"', "is not valid JSON"),
+    ('{"experiment": "toy", "seeds": "2"}', "'seeds' is \"2\", not a int"),
+])
+def test_a_damaged_run_info_refuses_the_resume_in_one_line_and_changes_nothing(
+    tmp_path, reference, text, expected):
+  import shutil  # noqa: PLC0415
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference, workdir)
+  with open(os.path.join(workdir, "run_info.json"), "w") as f:
+    f.write(text)
+  before = _digests(workdir)
+  proc = _run(_toy(workdir))
+  assert proc.returncode == 2, proc.stderr
+  line = _one_error_line(proc.stderr, "run_info.json")
+  assert expected in line, line
+  assert _digests(workdir) == before
+
+
+def test_a_damaged_metrics_line_is_one_warning_and_the_file_is_kept_beside(tmp_path, reference):
+  import shutil  # noqa: PLC0415
+  workdir = str(tmp_path / "run")
+  shutil.copytree(reference, workdir)
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path) as f:
+    lines = f.readlines()
+  lines[5] = "this line was edited\n"
+  with open(path, "w") as f:
+    f.writelines(lines)
+  with open(path, "rb") as f:
+    damaged = f.read()
+  proc = _run(_toy(workdir))
+  assert proc.returncode == 0, proc.stderr
+  assert "Traceback" not in proc.stderr + proc.stdout
+  warnings = [l for l in proc.stdout.splitlines() if l.startswith("warning:")]
+  assert "line 6 is not valid JSON; the 5 rows before it are used" in warnings[0], warnings
+  with open(path + ".damaged", "rb") as f:
+    assert f.read() == damaged  # nothing lost
+
+
+# --- a CVAE sweep prints its per-point results ---------------------------------------------------
+
+def test_a_cvae_sweep_runs_to_its_results(tmp_path):
+  from tests.test_data import write_mnist_like  # noqa: PLC0415
+  write_mnist_like(str(tmp_path / "data"), sizes=(96, 40))
+  proc = _run([sys.executable, "-m", "experiments.cvae", f"--data_dir={tmp_path / 'data'}",
+               f"--workdir={tmp_path / 'run'}", f"--evaluator_dir={tmp_path / 'evaluators'}",
+               "--hidden=16", "--latent_dim=2", "--batch_size=16", "--epochs=2", "--seeds=2",
+               "--eval_iw_samples=4", "--samples_per_label=5",
+               "--sweep=learning_rate=1e-3,3e-4"])
+  assert proc.returncode == 0, proc.stderr
+  for point in ("learning_rate=0.001", "learning_rate=0.0003"):
+    assert f"conditional accuracy [{point}]" in proc.stdout, proc.stdout

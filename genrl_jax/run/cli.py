@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
+import signal
 import sys
 from typing import Callable
 
@@ -18,7 +18,8 @@ from absl import app, flags, logging
 
 from genrl_jax.run import devices
 from genrl_jax.run import distributed
-from genrl_jax.run.errors import Interrupted, UserError
+from genrl_jax.run import workdir_lock
+from genrl_jax.run.errors import Aborted, Interrupted, UserError
 
 FLAGS = flags.FLAGS
 
@@ -87,6 +88,8 @@ def run_flags(experiment: str, flag_values=FLAGS) -> RunFlags:
   if f.sweep:
     check_sweep_flags(f.sweep, flag_values)
   runner.check_workdir(f.workdir)
+  if distributed.is_main():  # held until this process exits; process 0 writes the run's files
+    workdir_lock.acquire(f.workdir)
   saved = runner.read_run_info(f.workdir)
   if saved is not None and saved.get("experiment") not in (None, experiment):
     raise UserError(f"{f.workdir} holds a {saved['experiment']!r} run, not a {experiment!r} "
@@ -119,10 +122,7 @@ def run(experiment, rf: RunFlags, flag_values=FLAGS, config: dict | None = None,
 
 def resume_command() -> str:
   """The command line that resumes this run: the same program with the same flags."""
-  import __main__  # noqa: PLC0415
-  spec = getattr(__main__, "__spec__", None)
-  program = ["python", "-m", spec.name] if spec is not None and spec.name else ["python", sys.argv[0]]
-  return shlex.join(program + sys.argv[1:])
+  return workdir_lock.command_line()
 
 
 def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = False) -> None:
@@ -157,12 +157,23 @@ def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = F
                                flags.FLAGS.process_id)
       return main(argv)
     except Interrupted as e:
+      _ignore_interrupts()  # the run has stopped cleanly: a further ^C must not cut the exit
       print(f"{e}; resume with: {resume_command()}", flush=True)
       sys.exit(0)
+    except (Aborted, KeyboardInterrupt) as e:  # ^C^C, or ^C before the chunk loop
+      _ignore_interrupts()
+      what = "aborted by a second ^C" if isinstance(e, Aborted) else "interrupted by ^C"
+      _exit_with_error(f"{what}; every checkpoint on disk is complete (the newest is where a "
+                       f"rerun resumes); resume with: {resume_command()}", status=130)
     except UserError as e:
       _exit_with_error(str(e))
 
   app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _ignore_interrupts() -> None:
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_IGN)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -173,10 +184,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _exit_with_error(f"{e}; see --helpfull")
 
 
-def _exit_with_error(message: str) -> None:
+def _exit_with_error(message: str, status: int = 2) -> None:
   """The one line bad input gets: ``error: <message>`` on stderr, exit status 2."""
   print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.exit(2)
+  sys.exit(status)
 
 
 def flags_dict(flag_values, module_names: tuple[str, ...] | None = None) -> dict:

@@ -29,6 +29,7 @@ from genrl_jax.run import info as run_info_lib
 from genrl_jax.run import runner
 from genrl_jax.run.errors import UserError
 from genrl_jax.run import sweep as sweep_lib
+from genrl_jax.run import workdir_lock
 from genrl_jax.run.placement import SeedPlacement
 
 TIMING_KEYS = ("eval_seconds", "chunk_seconds", "chunks_done")
@@ -48,6 +49,11 @@ class LoadedRun:
   def checkpointer(self) -> checkpoint_lib.Checkpointer:
     return checkpoint_lib.Checkpointer(os.path.join(self.workdir, runner.CHECKPOINT_DIR),
                                        keep=10**9)  # replay never deletes anything
+
+  def close(self) -> None:
+    """Lets go of the workdir's shared lock (``load`` takes it; the process's exit also ends
+    it), so that the run may train again."""
+    workdir_lock.release(self.workdir)
 
   def fresh_state(self):
     return self.compiled.init(self.placement.keys(), self.data)
@@ -80,6 +86,8 @@ def load(workdir: str) -> LoadedRun:
   """Rebuilds the run in ``workdir`` from its run_info.json (one clear line if it cannot)."""
   if not os.path.isdir(workdir):
     raise UserError(f"--workdir={workdir} is not a directory; pass a run's workdir")
+  # Shared: replays may read together, never while the run trains (nor may it start meanwhile).
+  workdir_lock.acquire(workdir, exclusive=False, purpose="replay")
   path = os.path.join(workdir, runner.RUN_INFO_FILE)
   try:
     info = files.read_json(path, "the run's flags and facts")
@@ -350,6 +358,7 @@ def extract_seed(run: LoadedRun, index: int, out_dir: str, step: int | None = No
   state = jax.tree.map(lambda x: x[index:index + 1], run.restore(step))
   seed = run.placement.first_seed + index
   os.makedirs(out_dir, exist_ok=True)
+  workdir_lock.acquire(out_dir, purpose="extract a seed into")
   ckpt = checkpoint_lib.Checkpointer(os.path.join(out_dir, runner.CHECKPOINT_DIR))
   ckpt.save(step, state)
   ckpt.close()
@@ -363,6 +372,7 @@ def extract_seed(run: LoadedRun, index: int, out_dir: str, step: int | None = No
               extracted_from={"workdir": os.path.abspath(run.workdir), "seed_index": index,
                               "step": step})
   runner.write_json(os.path.join(out_dir, runner.RUN_INFO_FILE), info)
+  workdir_lock.release(out_dir)
   return continue_command(run, seed, out_dir)
 
 

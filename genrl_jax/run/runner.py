@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -36,6 +37,7 @@ import numpy as np
 
 from genrl_jax.run import devices as devices_lib
 from genrl_jax.run import distributed
+from genrl_jax.run import files
 from genrl_jax.run import memory
 from genrl_jax.run import stats
 from genrl_jax.run import sweep as sweep_lib
@@ -265,23 +267,30 @@ class MetricsLog:
     self.tensorboard = tensorboard  # the same lines as TensorBoard events, one run per seed
 
   def read(self) -> list[dict]:
-    if not os.path.exists(self.path):
-      return []
-    rows = []
-    with open(self.path) as f:
-      for line in f:
-        line = line.strip()
-        if not line:
-          continue
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:
-          break  # a line cut by a kill: everything after it is recomputed.
+    """The rows; a last line cut by a kill is dropped (its chunk is recomputed). Damage further
+    up (an edited line, a row without its chunk and seed) is one warning, and the rows before
+    it are used; ``damaged`` is then True."""
+    self.damaged = False
+    try:
+      rows = files.read_jsonl(self.path, "the run's metrics")
+    except files.DamagedFile as e:
+      rows, self.damaged = e.partial or [], True
+      print(f"warning: {e}; the {len(rows)} rows before it are used", flush=True)
+    for i, r in enumerate(rows):
+      if not all(isinstance(r.get(k), int) for k in ("chunk", "seed")):
+        print(f"warning: {self.path} (the run's metrics) row {i + 1} has no integer chunk and "
+              f"seed; the {i} rows before it are used", flush=True)
+        rows, self.damaged = rows[:i], True
+        break
     return rows
 
   def keep_until(self, chunk: int) -> list[dict]:
-    """Rewrites the file with the rows of chunks <= ``chunk`` (atomically) and returns them."""
-    rows = [r for r in self.read() if r.get("chunk", 0) <= chunk]
+    """Rewrites the file with the rows of chunks <= ``chunk`` (atomically) and returns them. A
+    damaged file is first kept beside it as ``metrics.jsonl.damaged``: nothing is lost."""
+    rows = [r for r in self.read() if r["chunk"] <= chunk]
+    if self.damaged:
+      shutil.copy2(self.path, self.path + ".damaged")
+      print(f"warning: the damaged file is kept as {self.path}.damaged", flush=True)
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
       for r in rows:
@@ -351,13 +360,23 @@ def check_workdir(workdir: str) -> None:
 
 
 def read_run_info(workdir: str) -> dict | None:
-  """The run_info.json of ``workdir``, or None when there is none (or it is unreadable)."""
+  """The run_info.json of ``workdir``, or None when there is none. A damaged one (not JSON, not
+  an object, a field of the wrong type) is refused in one line: it is written atomically, so
+  damage means an edit, and rewriting it on resume would lose what it held."""
   path = os.path.join(workdir, RUN_INFO_FILE)
   try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError):
+    info = files.read_json(path, "the run's flags and facts", missing_ok=True)
+  except files.DamagedFile as e:
+    raise UserError(f"{e}; restore it, or move it away to resume without comparing the flags "
+                    "(the checkpoints' shapes are still checked)") from None
+  if info is None:
     return None
+  for key, kinds in (("experiment", (str,)), ("config", (dict,)), ("seeds", (int,)),
+                     ("seed", (int,)), ("sessions", (list,))):
+    if key in info and not isinstance(info[key], kinds) or isinstance(info.get(key), bool):
+      raise UserError(f"{path}: {key!r} is {json.dumps(info[key])[:40]}, not a "
+                      f"{kinds[0].__name__}; restore the file the run wrote, or move it away")
+  return info
 
 
 def check_resumable(workdir: str, name: str, config: dict | None, seed: int, num_seeds: int,
@@ -683,7 +702,8 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
           _after_chunk(exp, ChunkEnd(done, state, metrics, workdir, placement, data))
       if stopping and done < exp.num_chunks:
         if checkpointer is not None:
-          checkpointer.wait()
+          with _signals_ignored():  # the stop is done once this save is: never cut it
+            checkpointer.wait()
           raise Interrupted(f"stopped after {exp.chunk_label} {done}/{exp.num_chunks}; "
                             f"checkpoint saved in {checkpointer.directory}")
         raise Interrupted(f"stopped after {exp.chunk_label} {done} (no --workdir: nothing saved)")
