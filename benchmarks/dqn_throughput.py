@@ -48,10 +48,11 @@ flags.DEFINE_string("out", "runs/bench", "Directory for dqn_throughput.md and .j
 FLAGS = flags.FLAGS
 
 
-def measure_jax(num_seeds: int, total_env_steps: int, seed_loop: str) -> dict:
+def measure_jax(num_seeds: int, total_env_steps: int, seed_loop: str, devices=None) -> dict:
+  """``devices``: those the seeds are split over (``SeedPlacement``'s; default the local ones)."""
   config = dqn.DQNConfig(total_env_steps=total_env_steps)
   train = dqn.make_train(config)
-  placement = runner.SeedPlacement(num_seeds, 0, seed_loop)
+  placement = runner.SeedPlacement(num_seeds, 0, seed_loop, devices)
   state = placement.jit(train.init)(placement.keys(), None)
   chunk_fn = placement.jit(train.chunk, donate=True)
   t0 = time.perf_counter()

@@ -43,13 +43,14 @@ flags.DEFINE_string("out", "runs/bench", "Directory for rl_throughput.md and .js
 FLAGS = flags.FLAGS
 
 
-def measure_jax(num_seeds: int, total_env_steps: int) -> dict:
+def measure_jax(num_seeds: int, total_env_steps: int, devices=None) -> dict:
+  """``devices``: those the seeds are split over (``SeedPlacement``'s; default the local ones)."""
   default = reinforce.ReinforceConfig()
   max_chunks = max(1, total_env_steps // (default.num_envs * 500))   # CartPole's 500-step limit
   config = reinforce.ReinforceConfig(total_env_steps=total_env_steps,
                                      num_chunks=min(default.num_chunks, max_chunks))
   train = reinforce.make_train(config)
-  placement = runner.SeedPlacement(num_seeds, 0, "vmap")   # as the runner places the seeds
+  placement = runner.SeedPlacement(num_seeds, 0, "vmap", devices)   # as the runner places the seeds
   state = placement.jit(train.init)(placement.keys(), None)
   chunk_fn = placement.jit(train.chunk, donate=True)
   t0 = time.perf_counter()
