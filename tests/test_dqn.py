@@ -303,3 +303,36 @@ def test_curve_average_waits_for_a_full_window():
   first_finite = int(np.argmax(np.isfinite(last100)))
   assert np.all(np.isnan(last100[:first_finite])) and np.all(np.isfinite(last100[first_finite:]))
   assert int(state.recent_count) == 100
+
+
+def _sub_jaxprs(eqn):
+  """The jaxprs nested in an equation's parameters (loop bodies, cond branches, calls)."""
+  for value in eqn.params.values():
+    for v in value if isinstance(value, tuple) else (value,):
+      if hasattr(v, "eqns"):
+        yield v
+      elif hasattr(v, "jaxpr") and hasattr(v.jaxpr, "eqns"):
+        yield v.jaxpr
+
+
+def _conds(jaxpr) -> list:
+  """Every ``cond`` equation in a jaxpr, nested ones included."""
+  return [e for e in jaxpr.eqns if e.primitive.name == "cond"] + [
+      c for e in jaxpr.eqns for sub in _sub_jaxprs(e) for c in _conds(sub)]
+
+
+def _has_dot(jaxpr) -> bool:
+  return any(e.primitive.name == "dot_general" or any(_has_dot(s) for s in _sub_jaxprs(e))
+             for e in jaxpr.eqns)
+
+
+def test_under_the_seeds_vmap_the_gradient_phase_and_target_copy_stay_conditionals():
+  # The loop is lockstep, so "learning has started" and "a target update is due" are the same
+  # for every seed; made unbatched over SEED_AXIS, vmap keeps them as conds (a batched
+  # predicate would turn each into a select that computes both branches every iteration).
+  train = dqn.make_train(_config(total_env_steps=120, num_chunks=3))
+  many = jax.jit(jax.vmap(train.init))(runner.seed_keys(0, 3))
+  jaxpr = jax.make_jaxpr(jax.vmap(train.chunk, axis_name=runner.SEED_AXIS))(many).jaxpr
+  conds = _conds(jaxpr)
+  assert len(conds) == 2, [c.params.keys() for c in conds]
+  assert sum(_has_dot(b.jaxpr) for c in conds for b in c.params["branches"]) == 1  # gradients

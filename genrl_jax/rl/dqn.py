@@ -354,10 +354,15 @@ def iteration(setup: Setup, state: DQNState) -> tuple[DQNState, dict[str, Array]
   state = state.replace(env=env, buffer=buffer, key=key, env_steps=env_steps,
                         iteration=state.iteration + 1)
 
-  learning = env_steps >= cfg.learning_starts
+  # Every seed's counter moves by train_frequency per iteration (the loop is lockstep), so
+  # whether to learn and whether to update the target are the same for every seed. Made
+  # unbatched over the seeds' vmap (``rollout.any_over_axis``), both conds below stay
+  # conditionals; under a batched predicate vmap would turn each into a select of both
+  # branches: the gradient phase computed in the warm-up too, and every parameter (and Adam
+  # moment) copied through a select at every iteration.
+  learning = rollout.any_over_axis(env_steps >= cfg.learning_starts, setup.seed_axis)
   zeros = {"loss": jnp.zeros(()), "q_mean": jnp.zeros(()), "grad_norm": jnp.zeros(())}
-  # Only the networks and the optimizer go through the cond: under the seeds' vmap it becomes a
-  # select of its outputs, which must not include the buffer.
+  # Only the networks and the optimizer go through the cond, never the buffer.
   params, opt_state, train_metrics = jax.lax.cond(
       learning,
       lambda p, o: gradient_phase(setup, p, o, state.target_params, buffer, key_train),
@@ -367,11 +372,10 @@ def iteration(setup: Setup, state: DQNState) -> tuple[DQNState, dict[str, Array]
                             jnp.int32))
   period = cfg.target_update_period
   crossed = (env_steps // period) > (state.env_steps - cfg.train_frequency) // period
-  do_target = learning & crossed
+  do_target = rollout.any_over_axis(learning & crossed, setup.seed_axis)
   state = state.replace(
-      target_params=jax.tree.map(lambda new, old: jnp.where(do_target, new, old),
-                                 target_update(state.target_params, state.params, cfg.tau),
-                                 state.target_params),
+      target_params=jax.lax.cond(do_target, lambda t, p: target_update(t, p, cfg.tau),
+                                 lambda t, p: t, state.target_params, state.params),
       target_updates=state.target_updates + do_target.astype(jnp.int32))
 
   returned = flat(traj.returned)
