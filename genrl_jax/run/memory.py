@@ -30,14 +30,12 @@ STATE_COPIES = 2  # the live state and the checkpoint writer's host copy
 
 
 def tree_bytes(tree) -> int:
-  """Bytes of every leaf (typed PRNG keys count their key data)."""
+  """Bytes of every leaf (typed PRNG keys count their key data, whatever the key's impl)."""
   total = 0
   for x in jax.tree.leaves(tree):
-    dtype = x.dtype
-    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-      total += 8 * math.prod(np.shape(x))  # threefry key data: 2 x uint32
-    else:
-      total += np.dtype(dtype).itemsize * math.prod(np.shape(x))
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x = jax.eval_shape(jax.random.key_data, x)
+    total += np.dtype(x.dtype).itemsize * math.prod(np.shape(x))
   return total
 
 
