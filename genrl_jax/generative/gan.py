@@ -41,8 +41,7 @@ class GANConfig:
   latent_dim: int = cfg.field(100, "Size of the noise z ~ N(0, I) (Radford et al.: 100).",
                               check=cfg.at_least_one)
   width: int = cfg.field(32, "Discriminator's first-layer channels w (then 2w, 4w, 8w); the "
-                         "generator's layers have 4w and 2w. 32 keeps 4 seeds x 3000 iterations "
-                         "within about 22 minutes of a 2-core CPU (see README).",
+                         "generator's layers have 4w and 2w.",
                          check=cfg.at_least_one)
   discriminator_batch_norm: bool = cfg.field(
       True, "Batch-normalise every discriminator convolution after the first (Radford et al. §3; "
@@ -50,15 +49,13 @@ class GANConfig:
       "depends on its own example only.")
   discriminator_layers: int = cfg.field(
       4, "Strided 4x4 convolutions in the discriminator: 28 -> 14 -> 7 -> 4 -> 2 pixels, "
-      "channels w, 2w, 4w, 8w, batch-normalised after the first. 4 (as Radford et al.'s "
-      "discriminator) judges the digit's global shape: 8.2 vs 7.4 classifier score at 3000 "
-      "iterations for 2 (see README); 2 is the usual small MNIST DCGAN, half the FLOPs.",
+      "channels w, 2w, 4w, 8w, batch-normalised after the first. 4 is Radford et al.'s "
+      "discriminator (its last layers see the digit's global shape); 2 is the usual small "
+      "MNIST DCGAN, half the FLOPs.",
       check=cfg.at_least(2))
   generator_convs: int = cfg.field(
       1, "Stride-1 3x3 convolutions (4w channels, batch norm, ReLU) in the generator at 7x7, "
-      "before it upsamples. 1 raised the classifier score at 3000 iterations from 8.19 to "
-      "8.73 and lowered the distance from 39 to 27, for 1.3x the time per iteration (see "
-      "README); 0 is Radford et al.'s generator shape.", check=cfg.at_least(0))
+      "before it upsamples; 0 is Radford et al.'s generator shape.", check=cfg.at_least(0))
   image_shape: tuple[int, int, int] = cfg.field((28, 28, 1), "(H, W, C), from the data.",
                                                 flag=None)
   batch_size: int = cfg.field(64, "Real and generated examples per iteration.",
@@ -77,9 +74,7 @@ class GANConfig:
   ema_decay: float = cfg.field(
       0.999, "Decay of the exponential moving average of the generator's weights that draws the "
       "snapshots (Yazici et al. 2019, 'The unusual effectiveness of averaging in GAN training'); "
-      "warmed up as min(decay, (1 + t) / (10 + t)). 0 = draw with the trained weights: the "
-      "Fréchet distance at 3000 iterations is a fifth higher (26.6 vs 21.5), the classifier "
-      "score about the same (8.73 vs 8.61; see README).",
+      "warmed up as min(decay, (1 + t) / (10 + t)). 0 = draw with the trained weights.",
       check=(lambda d: 0.0 <= d < 1.0, "must be in [0, 1)"))
   eval_samples: int = cfg.field(1000, "Generated images per seed judged by the evaluator at "
                                 "each snapshot (one fixed noise batch).", check=cfg.at_least(2))

@@ -49,7 +49,7 @@ def define_run_flags(*, workdir: str, seeds: int = 1, seed_loop: str = "vmap",
   flags.DEFINE_enum("seed_loop", seed_loop, list(devices.SEED_LOOPS),
                     "How each device runs its seeds: 'vmap' batches them into every op (what a "
                     "GPU or TPU needs), 'map' runs them one after another with unbatched ops "
-                    "(faster on a CPU: plain matmuls, each seed's parameters stay in cache), "
+                    "(suits a CPU: plain matmuls, each seed's parameters stay in cache), "
                     "'auto' = map on CPU, vmap otherwise. Same results up to float rounding; "
                     "may change on resume.")
   flags.DEFINE_string("coordinator_address", None, "Multi-process run: HOST:PORT of process 0 "
