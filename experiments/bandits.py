@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax import run as runner
+from genrl_jax.rl import bandits
 from genrl_jax.run import info
 from genrl_jax.run.runner import RUN_INFO_FILE
-from genrl_jax.rl import bandits
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bandits",
                                "Directory for the plot (bandits_<env>.png), results.json and "

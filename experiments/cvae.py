@@ -17,17 +17,18 @@ import os
 
 from absl import flags
 
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.data import images
 from genrl_jax.generative import cvae_run
 from genrl_jax.generative import vae_run
 from genrl_jax.run import cli
-from genrl_jax.run import config as cfg
+from genrl_jax.run import config_flags
 from genrl_jax.run import sweep
 
 cli.define_run_flags(workdir="runs/cvae", seeds=1, seed_loop="auto", chunk_label="epoch")
-cfg.define_flags(cvae_run.CVAEConfig)
-cfg.define_flags(images.DataConfig)
+config_flags.define_flags(cvae_run.CVAEConfig)
+config_flags.define_flags(images.DataConfig)
 flags.DEFINE_integer("samples_per_label", 1000, "Decoder samples per label judged by the "
                      "evaluator for the conditional accuracy.")
 flags.DEFINE_string("evaluator_dir", "runs/evaluators", "Cache of the evaluator classifiers, one "
@@ -37,8 +38,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   run_flags = cli.run_flags("cvae")
-  config = cfg.from_flags(cvae_run.CVAEConfig)
-  data_config = cfg.from_flags(images.DataConfig)
+  config = config_flags.from_flags(cvae_run.CVAEConfig)
+  data_config = config_flags.from_flags(images.DataConfig)
   if FLAGS.samples_per_label < 1:
     raise runner.UserError(f"--samples_per_label must be >= 1, got {FLAGS.samples_per_label}")
   experiment = cvae_run.build(config, data_config, run_flags.seed_loop, "cvae",

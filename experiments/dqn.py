@@ -19,20 +19,21 @@ import os
 
 from absl import flags
 
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.rl import dqn, dqn_run, report
 from genrl_jax.run import cli
-from genrl_jax.run import config as cfg
+from genrl_jax.run import config_flags
 
 cli.define_run_flags(workdir="runs/dqn", seeds=8, seed_loop="vmap")
-cfg.define_flags(dqn.DQNConfig)
+config_flags.define_flags(dqn.DQNConfig)
 report.define_target_return_flag()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   run_flags = cli.run_flags("dqn")
-  config = cfg.from_flags(dqn.DQNConfig)
+  config = config_flags.from_flags(dqn.DQNConfig)
   target = report.target_return(config, FLAGS.target_return)
   result = cli.run(dqn_run.make_experiment(config, target), run_flags)
   dqn_run.print_results(result.results)

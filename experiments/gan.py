@@ -15,16 +15,17 @@ import os
 
 from absl import flags
 
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.data import images
 from genrl_jax.generative import gan
 from genrl_jax.generative import gan_run
 from genrl_jax.run import cli
-from genrl_jax.run import config as cfg
+from genrl_jax.run import config_flags
 
 cli.define_run_flags(workdir="runs/gan", seeds=1, seed_loop="auto", chunk_label="chunk")
-cfg.define_flags(gan.GANConfig)
-cfg.define_flags(images.DataConfig)
+config_flags.define_flags(gan.GANConfig)
+config_flags.define_flags(images.DataConfig)
 flags.DEFINE_string("evaluator_dir", "runs/evaluators", "Cache of the evaluator classifiers, one "
                     "directory per data set; reused when trained on the same training split.")
 FLAGS = flags.FLAGS
@@ -32,8 +33,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   run_flags = cli.run_flags("gan")
-  config = cfg.from_flags(gan.GANConfig)
-  data_config = cfg.from_flags(images.DataConfig)
+  config = config_flags.from_flags(gan.GANConfig)
+  data_config = config_flags.from_flags(images.DataConfig)
   experiment = gan_run.build(config, data_config, run_flags.seed_loop, "gan", FLAGS.evaluator_dir)
   result = cli.run(experiment, run_flags)
   snapshots = result.results["extra"]["snapshots"]

@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax import run as runner
-from genrl_jax.run import info
-from genrl_jax.run.runner import RUN_INFO_FILE
 from genrl_jax.rl import tabular
 from genrl_jax.rl import tabular_pg
+from genrl_jax.run import info
+from genrl_jax.run.runner import RUN_INFO_FILE
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/pg_estimators",
                                "Directory for the plots (estimators.png, learning_curves.png), "

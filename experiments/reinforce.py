@@ -17,20 +17,21 @@ import os
 
 from absl import flags
 
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.rl import reinforce, reinforce_run, report
 from genrl_jax.run import cli
-from genrl_jax.run import config as cfg
+from genrl_jax.run import config_flags
 
 cli.define_run_flags(workdir="runs/reinforce", seeds=8, seed_loop="vmap")
-cfg.define_flags(reinforce.ReinforceConfig)
+config_flags.define_flags(reinforce.ReinforceConfig)
 report.define_target_return_flag()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   run_flags = cli.run_flags("reinforce")
-  config = cfg.from_flags(reinforce.ReinforceConfig)
+  config = config_flags.from_flags(reinforce.ReinforceConfig)
   target = report.target_return(config, FLAGS.target_return)
   result = cli.run(reinforce_run.make_experiment(config, target), run_flags)
   print(f"{report.headline(result.results)}; results in "

@@ -29,10 +29,11 @@ import numpy as np
 from absl import flags
 
 from experiments import reinforce as single  # noqa: F401 (defines the REINFORCE flags)
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.rl import reinforce, reinforce_run, report
 from genrl_jax.run import cli
-from genrl_jax.run import config as cfg
+from genrl_jax.run import config_flags
 
 VARIANTS = (  # (directory, label, estimator, baseline)
     ("total", "total return G_0", "total", "none"),
@@ -126,7 +127,7 @@ def main(argv):
     raise runner.UserError(f"--variance_samples must be 0 (skip) or >= 2, got "
                            f"{FLAGS.variance_samples}")
   run_flags = cli.run_flags("reinforce_compare")
-  base = cfg.from_flags(reinforce.ReinforceConfig)
+  base = config_flags.from_flags(reinforce.ReinforceConfig)
   target = report.target_return(base, FLAGS.target_return)
   flag_values = runner.flags_dict(FLAGS)
   for k in ("variance_samples", "variance_at_chunk"):

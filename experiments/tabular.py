@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax import run as runner
+from genrl_jax.rl import tabular
 from genrl_jax.run import info
 from genrl_jax.run.runner import RUN_INFO_FILE
-from genrl_jax.rl import tabular
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/tabular",
                                "Directory for the J(p) plot (corridor_J.png), results.json and "

@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import os
 
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.data import images
 from genrl_jax.generative import vae
 from genrl_jax.generative import vae_run
 from genrl_jax.run import cli
-from genrl_jax.run import config as cfg
+from genrl_jax.run import config_flags
 
 cli.define_run_flags(workdir="runs/vae", seeds=1, seed_loop="auto", chunk_label="epoch")
-cfg.define_flags(vae.VAEConfig)
-cfg.define_flags(images.DataConfig)
+config_flags.define_flags(vae.VAEConfig)
+config_flags.define_flags(images.DataConfig)
 
 
 def main(argv):
   run_flags = cli.run_flags("vae")
-  config = cfg.from_flags(vae.VAEConfig)
-  data_config = cfg.from_flags(images.DataConfig)
+  config = config_flags.from_flags(vae.VAEConfig)
+  data_config = config_flags.from_flags(images.DataConfig)
   experiment = vae_run.build(config, data_config, run_flags.seed_loop)
   result = cli.run(experiment, run_flags)
   vae_run.print_results(result.results, result.eval_seconds)

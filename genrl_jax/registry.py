@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-from genrl_jax.run.errors import UserError
+from genrl_jax.errors import UserError
 
 BUILDERS = {
     "vae": "genrl_jax.generative.vae_run",

@@ -11,8 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
+from genrl_jax.errors import UserError
 from genrl_jax.run import files
-from genrl_jax.run.errors import UserError
 from tests import gen_data
 from tests.experiment_cli import assert_one_line_error, run_experiment
 from tests.test_data import write_mnist_like

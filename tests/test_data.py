@@ -11,7 +11,7 @@ import pytest
 
 from genrl_jax.data import idx as idx_lib
 from genrl_jax.data import images
-from genrl_jax.run import UserError
+from genrl_jax.errors import UserError
 
 
 def write_idx(path, array, type_code, gz):

@@ -12,9 +12,9 @@ import jax
 import numpy as np
 import pytest
 
+from genrl_jax.errors import UserError
 from genrl_jax.run import distributed
 from genrl_jax.run.checkpoint import Checkpointer
-from genrl_jax.run.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

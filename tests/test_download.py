@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from genrl_jax.data import download
-from genrl_jax.run import UserError
+from genrl_jax.errors import UserError
 
 
 @pytest.fixture

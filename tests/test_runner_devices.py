@@ -143,7 +143,7 @@ def test_eight_devices_match_one_device_for_vae_reinforce_and_dqn(tmp_path):
 
 def test_process_grid_gives_each_process_an_equal_share_or_refuses():
   import collections  # pylint: disable=g-import-not-at-top
-  from genrl_jax.run.errors import UserError  # pylint: disable=g-import-not-at-top
+  from genrl_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   dev = collections.namedtuple("dev", "process_index id")
   # 2 processes x 4 devices, listed out of order: process 0 holds the first half of the seeds.
   cluster = [dev(p, 10 * p + i) for i in range(4) for p in (1, 0)]

@@ -5,9 +5,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.run import cli
-from genrl_jax.run import config as cfg
+from genrl_jax.run import config_flags
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +20,7 @@ class ToyConfig:
 
 
 cli.define_run_flags(workdir="runs/toy", seeds=4)
-cfg.define_flags(ToyConfig)
+config_flags.define_flags(ToyConfig)
 TRUE_W = jnp.array([1.0, -2.0, 0.5])
 
 
@@ -46,7 +47,7 @@ def make_train(config: ToyConfig) -> runner.Train:
 
 def main(argv):
   run_flags = cli.run_flags("toy")
-  config = cfg.from_flags(ToyConfig)
+  config = config_flags.from_flags(ToyConfig)
   train = make_train(config)
   experiment = runner.Experiment(
       name="toy", init=train.init, chunk=train.chunk, evaluate=train.evaluate,

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 
-from genrl_jax.run.errors import UserError
+from genrl_jax.errors import UserError
 
 DEFAULT_ROOT = os.path.join("~", "tensorflow_datasets")
 

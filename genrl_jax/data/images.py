@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genrl_jax import config as cfg
 from genrl_jax.data import download
 from genrl_jax.data import idx as idx_lib
-from genrl_jax.run import config as cfg
-from genrl_jax.run.errors import UserError
+from genrl_jax.errors import UserError
 
 DATASETS = ("mnist", "fashion_mnist")
 BINARIZE = ("dynamic", "static", "none")

@@ -14,13 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.data import images
 from genrl_jax.generative import evaluator as evaluator_lib
 from genrl_jax.generative import vae
 from genrl_jax.generative import vae_figures
 from genrl_jax.generative import vae_run
-from genrl_jax.run import config as cfg
 from genrl_jax.run import plots
 
 RESUME_MAY_CHANGE = vae_run.RESUME_MAY_CHANGE + ("samples_per_label", "evaluator_dir")

@@ -27,9 +27,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from genrl_jax import config as cfg
 from genrl_jax import losses
+from genrl_jax.contract import Train
 from genrl_jax.models import dcgan
-from genrl_jax.run import config as cfg
 
 Array = chex.Array
 Params = Any
@@ -232,11 +233,10 @@ def compiler_options() -> dict[str, Any] | None:
   return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
 
-class GANTrain(NamedTuple):
-  init: Callable[[jax.Array, dict], GANState]
-  chunk: Callable[[GANState, dict], tuple[GANState, dict[str, Array]]]
-  sample: Callable[[GANState, Array], Array]
+class Static(NamedTuple):
+  """A GAN's ``Train.static``: its modules and ``sample(state, z) -> images in [0, 1]``."""
   models: Models
+  sample: Callable[[GANState, Array], Array]
 
 
 SNAPSHOTS = (0, 250, 500, 1000, 2000, 3000)
@@ -254,9 +254,9 @@ def snapshot_iterations(config: GANConfig) -> list[int]:
   return its
 
 
-def make_train(config: GANConfig) -> GANTrain:
+def make_train(config: GANConfig) -> Train:
   """init(key, data) -> state and chunk(state, data) -> (state, metrics); data["train"] is the
-  flat uint8 training set [N, P]. ``sample(state, z)`` draws images in [0, 1]."""
+  flat uint8 training set [N, P]. ``static.sample(state, z)`` draws images in [0, 1]."""
   models = make_models(config)
 
   def init(key: jax.Array, data: dict) -> GANState:
@@ -266,5 +266,5 @@ def make_train(config: GANConfig) -> GANTrain:
   def chunk(state: GANState, data: dict) -> tuple[GANState, dict[str, Array]]:
     return train_chunk(state, data["train"], models, config)
 
-  return GANTrain(init=init, chunk=chunk, sample=lambda s, z: sample(models, s, z, config),
-                  models=models)
+  return Train(init=init, chunk=chunk,
+               static=Static(models=models, sample=lambda s, z: sample(models, s, z, config)))

@@ -24,11 +24,11 @@ import os
 import jax
 import numpy as np
 
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.data import images
 from genrl_jax.generative import evaluator as evaluator_lib
 from genrl_jax.generative import gan
-from genrl_jax.run import config as cfg
 from genrl_jax.run import files
 from genrl_jax.run import plots
 
@@ -136,7 +136,7 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
     if iteration not in iterations or end.workdir is None:
       return
     if "fn" not in samplers:
-      samplers["fn"] = end.placement.jit(train.sample)
+      samplers["fn"] = end.placement.jit(train.static.sample)
     grid = np.asarray(samplers["fn"](end.state, noise["grid"]))  # [S, 64, H, W, C]
     evals = np.asarray(samplers["fn"](end.state, noise["eval"]))
     os.makedirs(os.path.join(end.workdir, "snapshots"), exist_ok=True)

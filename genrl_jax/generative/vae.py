@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from genrl_jax import config as cfg
 from genrl_jax import losses
+from genrl_jax.contract import Train
 from genrl_jax.data import images as images_lib
 from genrl_jax.models import vae as vae_models
-from genrl_jax.run import config as cfg
-from genrl_jax.run.runner import Train
 
 Array = chex.Array
 Params = Any
@@ -43,7 +43,7 @@ PRIORS = ("standard", "learned")
 class VAEConfig:
   """Model, objective and optimisation settings (the canonical MNIST VAE by default).
 
-  Each field is declared once, with its flag's help text and check (``genrl_jax.run.config``);
+  Each field is declared once, with its flag's help text and check (``genrl_jax.config``);
   ``experiments.vae``'s flags are generated from it. Fields with ``flag=None`` are set by code
   (the image shape comes from the data; the evaluation batch sizes are memory caps).
   """

@@ -11,11 +11,11 @@ import dataclasses
 import jax
 import numpy as np
 
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.data import images
 from genrl_jax.generative import vae
 from genrl_jax.generative import vae_figures
-from genrl_jax.run import config as cfg
 from genrl_jax.run import sweep
 
 # Flags that may change when a run is resumed (more epochs, a larger k for the final estimate).

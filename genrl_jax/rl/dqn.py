@@ -45,11 +45,12 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from genrl_jax import config as cfg
 from genrl_jax import losses
+from genrl_jax.contract import SEED_AXIS, Train
+from genrl_jax.errors import UserError
 from genrl_jax.models import policies, qnetworks
 from genrl_jax.rl import budget, rollout
-from genrl_jax.run import SEED_AXIS, Train, UserError
-from genrl_jax.run import config as run_config
 
 Array = chex.Array
 EVAL_KEY = 0x5EED  # folded into a seed's key for its evaluation episodes (training untouched)
@@ -58,7 +59,7 @@ EVAL_KEY = 0x5EED  # folded into a seed's key for its evaluation episodes (train
 @dataclasses.dataclass(frozen=True)
 class DQNConfig:
   """Hyperparameters of one DQN run (one seed; the runner vmaps seeds); each field's help text
-  is its flag's (``genrl_jax.run.config``).
+  is its flag's (``genrl_jax.config``).
 
   Defaults: CleanRL's dqn.py / PureJaxRL's DQN settings for CartPole-v1 (Adam 2.5e-4, batch 128,
   10k buffer, learning from 10k steps, one gradient step per 10 env steps, hard target copy every
@@ -66,76 +67,76 @@ class DQNConfig:
   seed solve CartPole-v1 here: epsilon 1 -> 0.01 over the first 20 % of the budget (CleanRL:
   -> 0.05 over 50 %) and the step size decayed linearly to 0 (PureJaxRL's LR_LINEAR_DECAY).
   """
-  env_id: str = run_config.field(
+  env_id: str = cfg.field(
       "CartPole-v1", "gymnax environment id with a discrete action space (CartPole-v1, "
       "Acrobot-v1, MountainCar-v0, Breakout-MinAtar, ...).", flag="env")
-  max_episode_steps: int = run_config.field(
+  max_episode_steps: int = cfg.field(
       0, "Episode-length limit (a truncation: bootstrapped from the true last observation); 0 "
-      "keeps the environment's own limit.", check=run_config.non_negative)
-  num_envs: int = run_config.field(
+      "keeps the environment's own limit.", check=cfg.non_negative)
+  num_envs: int = cfg.field(
       10, "Auto-resetting environments per seed, stepped together (N).",
-      check=run_config.at_least_one)
-  gamma: float = run_config.field(0.99, "Discount factor.", check=run_config.unit_interval)
-  learning_rate: float = run_config.field(2.5e-4, "Adam step size.", check=run_config.positive)
-  lr_decay: bool = run_config.field(
+      check=cfg.at_least_one)
+  gamma: float = cfg.field(0.99, "Discount factor.", check=cfg.unit_interval)
+  learning_rate: float = cfg.field(2.5e-4, "Adam step size.", check=cfg.positive)
+  lr_decay: bool = cfg.field(
       True, "Decay the Adam step size linearly to 0 over the run's gradient steps (PureJaxRL's "
       "LR_LINEAR_DECAY).")
-  adam_eps: float = run_config.field(1e-8, "Adam's epsilon.", check=run_config.positive)
-  max_grad_norm: float = run_config.field(
+  adam_eps: float = cfg.field(1e-8, "Adam's epsilon.", check=cfg.positive)
+  max_grad_norm: float = cfg.field(
       10.0, "Clip the gradient to this global norm before Adam (0 = off).",
-      check=run_config.non_negative)
-  hidden_sizes: tuple[int, ...] = run_config.field(
+      check=cfg.non_negative)
+  hidden_sizes: tuple[int, ...] = cfg.field(
       (120, 84), "Hidden layer widths of the Q-network MLP, comma-separated.",
-      check=run_config.positive_sizes)
-  activation: str = run_config.field(
+      check=cfg.positive_sizes)
+  activation: str = cfg.field(
       "relu", "Hidden-layer nonlinearity of the Q-network.", choices=tuple(policies.ACTIVATIONS))
-  buffer_size: int = run_config.field(
+  buffer_size: int = cfg.field(
       10_000, "Replay buffer capacity in transitions (uniform sampling from the filled slots; the "
-      "oldest are overwritten).", check=run_config.at_least_one)
-  batch_size: int = run_config.field(
-      128, "Transitions per gradient step.", check=run_config.at_least_one)
-  learning_starts: int = run_config.field(
+      "oldest are overwritten).", check=cfg.at_least_one)
+  batch_size: int = cfg.field(
+      128, "Transitions per gradient step.", check=cfg.at_least_one)
+  learning_starts: int = cfg.field(
       10_000, "Env steps per seed before the first gradient step (the buffer fills under the "
-      "epsilon schedule).", check=run_config.non_negative)
-  train_frequency: int = run_config.field(
+      "epsilon schedule).", check=cfg.non_negative)
+  train_frequency: int = cfg.field(
       10, "Env steps (over all --num_envs) between gradient phases; a multiple of --num_envs.",
-      check=run_config.at_least_one)
-  gradient_steps: int = run_config.field(
-      1, "Gradient steps per phase.", check=run_config.at_least_one)
-  target_update_period: int = run_config.field(
-      500, "Env steps between target-network updates.", check=run_config.at_least_one)
-  tau: float = run_config.field(
+      check=cfg.at_least_one)
+  gradient_steps: int = cfg.field(
+      1, "Gradient steps per phase.", check=cfg.at_least_one)
+  target_update_period: int = cfg.field(
+      500, "Env steps between target-network updates.", check=cfg.at_least_one)
+  tau: float = cfg.field(
       1.0, "Target update: target <- tau * online + (1 - tau) * target every "
       "--target_update_period env steps; 1 = hard copy (Mnih et al. 2015), < 1 = Polyak "
       "averaging.", check=(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"))
-  double_dqn: bool = run_config.field(
+  double_dqn: bool = cfg.field(
       True, "Double DQN (van Hasselt et al. 2016): the online network picks the bootstrap action, "
       "the target network values it.")
-  loss: str = run_config.field(
+  loss: str = cfg.field(
       "mse", "TD loss: 'huber' (delta 1), 'mse' (the error squared, torch's mse_loss) or "
       "'squared' (half of it).", choices=losses.TD_LOSSES)
-  eps_start: float = run_config.field(
-      1.0, "Exploration epsilon at step 0.", check=run_config.unit_interval)
-  eps_end: float = run_config.field(
-      0.01, "Exploration epsilon after the linear decay.", check=run_config.unit_interval)
-  eps_fraction: float = run_config.field(
+  eps_start: float = cfg.field(
+      1.0, "Exploration epsilon at step 0.", check=cfg.unit_interval)
+  eps_end: float = cfg.field(
+      0.01, "Exploration epsilon after the linear decay.", check=cfg.unit_interval)
+  eps_fraction: float = cfg.field(
       0.2, "Fraction of --total_env_steps over which epsilon decays linearly from --eps_start to "
       "--eps_end.", check=(lambda v: 0.0 < v <= 1.0, "must be in (0, 1]"))
-  total_env_steps: int = run_config.field(
+  total_env_steps: int = cfg.field(
       500_000, "Budget per seed in env steps.",
       check=(lambda v: 1 <= v < 2**30, "must be in [1, 2**30) (the int32 counter)"))
-  num_chunks: int = run_config.field(
+  num_chunks: int = cfg.field(
       10, "The budget runs in this many equal chunks; after each: a progress line, metrics.jsonl "
-      "lines, a checkpoint every --checkpoint_every chunks.", check=run_config.at_least_one)
-  points_per_chunk: int = run_config.field(
+      "lines, a checkpoint every --checkpoint_every chunks.", check=cfg.at_least_one)
+  points_per_chunk: int = cfg.field(
       20, "Learning-curve points recorded inside each chunk (return.png, steps to the target).",
-      check=run_config.at_least_one)
-  eval_episodes: int = run_config.field(
+      check=cfg.at_least_one)
+  eval_episodes: int = cfg.field(
       10, "Fresh episodes per seed played by the greedy policy (epsilon 0) in each evaluation, "
-      "apart from training.", check=run_config.at_least_one)
-  eval_every: int = run_config.field(
+      "apart from training.", check=cfg.at_least_one)
+  eval_every: int = cfg.field(
       0, "Also evaluate the greedy policy after every this many chunks (eval_* metrics); 0 = only "
-      "at the end.", check=run_config.non_negative)
+      "at the end.", check=cfg.non_negative)
 
   total_updates = 0  # the budget is in env steps (``report.plot_returns`` reads this)
 
@@ -172,7 +173,7 @@ class DQNConfig:
 
   def validate(self) -> None:
     """Raises UserError naming the first bad field and its valid range."""
-    run_config.validate(self)
+    cfg.validate(self)
 
 
 @struct.dataclass

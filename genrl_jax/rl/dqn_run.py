@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.rl import dqn, report
-from genrl_jax.run import config as cfg
 
 
 def make_experiment(config: dqn.DQNConfig, target: float | None, name: str = "dqn",

@@ -46,12 +46,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from genrl_jax import config as cfg
 from genrl_jax import losses
+from genrl_jax.contract import SEED_AXIS
+from genrl_jax.contract import Train
+from genrl_jax.errors import UserError
 from genrl_jax.models import policies
 from genrl_jax.rl import blockwise, budget, diagnostics, rollout
-from genrl_jax.run import SEED_AXIS, UserError
-from genrl_jax.run import config as cfg
-from genrl_jax.run.runner import Train
 
 Array = chex.Array
 ESTIMATORS = ("total", "reward_to_go")
@@ -64,7 +65,7 @@ BLOCK_STEPS = 64       # time steps per slice of the blockwise loss/gradient loo
 class ReinforceConfig:
   """Hyperparameters of one REINFORCE run (one seed; the runner runs the seeds side by side).
 
-  Each field is declared once, with its flag's help text and check (``genrl_jax.run.config``);
+  Each field is declared once, with its flag's help text and check (``genrl_jax.config``);
   ``experiments.reinforce``'s flags are generated from it (``env_id`` is ``--env``).
   """
   env_id: str = cfg.field("CartPole-v1", "gymnax environment id with a discrete action space "

@@ -3,9 +3,9 @@ checkpoint replay build."""
 
 from __future__ import annotations
 
+from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.rl import reinforce, report
-from genrl_jax.run import config as cfg
 from genrl_jax.run import sweep
 
 

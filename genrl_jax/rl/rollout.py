@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from genrl_jax.run import UserError
+from genrl_jax.errors import UserError
 
 Array = chex.Array
 # (key, obs [N, ...]) -> actions [N]

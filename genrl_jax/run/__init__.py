@@ -1,18 +1,37 @@
 """The experiment runner shared by every experiment: seeds over devices, chunked jit,
-checkpoints, evaluation, one results schema."""
+checkpoints, evaluation, one results schema.
 
-from genrl_jax.run import devices, plots, stats
-from genrl_jax.run.checkpoint import Checkpointer
-from genrl_jax.run.cli import cli_main, flags_dict
-from genrl_jax.run.errors import Interrupted, TrainingDiverged, UserError
-from genrl_jax.run.placement import SeedPlacement, seed_keys
-from genrl_jax.run.runner import (RESULTS_FILE, SEED_AXIS, ChunkEnd, Experiment, RetraceError,
-                                  RunResult, Train, run, stack_history, summary, trace_once,
-                                  unstack_seed, write_json)
+Importing this package loads nothing: each name below is imported from its module on first use
+(PEP 562), so ``import genrl_jax.run`` starts no JAX backend, connects to no cluster and loads
+none of orbax, tensorboardX or matplotlib until a run needs them.
+"""
 
-__all__ = [
-    "RESULTS_FILE", "SEED_AXIS", "Checkpointer", "ChunkEnd", "Experiment", "Interrupted",
-    "RetraceError", "RunResult", "SeedPlacement", "Train", "TrainingDiverged", "UserError",
-    "cli_main", "devices", "flags_dict", "plots", "run", "seed_keys", "stack_history", "stats",
-    "summary", "trace_once", "unstack_seed", "write_json",
-]
+import importlib
+
+_WHERE = {  # public name -> the module that defines it
+    "devices": None, "plots": None, "stats": None,
+    "Checkpointer": "checkpoint",
+    "cli_main": "cli", "flags_dict": "cli",
+    "Aborted": "errors", "Interrupted": "errors", "TrainingDiverged": "errors",
+    "UserError": "errors",
+    "SeedPlacement": "placement", "seed_keys": "placement",
+    "RESULTS_FILE": "runner", "SEED_AXIS": "runner", "ChunkEnd": "runner",
+    "Experiment": "runner", "RetraceError": "runner", "RunResult": "runner", "Train": "runner",
+    "run": "runner", "stack_history": "runner", "summary": "runner", "trace_once": "runner",
+    "unstack_seed": "runner", "write_json": "runner",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+  if name not in _WHERE:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  module = importlib.import_module(f"{__name__}.{_WHERE[name] or name}")
+  value = module if _WHERE[name] is None else getattr(module, name)
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return __all__

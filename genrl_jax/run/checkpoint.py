@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from genrl_jax.run.errors import UserError
+from genrl_jax.errors import UserError
 
 
 def _is_key(x) -> bool:

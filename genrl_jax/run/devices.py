@@ -25,8 +25,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from genrl_jax.contract import SEED_AXIS
+
 _FLAG = "--xla_force_host_platform_device_count"
-SEED_AXIS = "seeds"  # the name of the vmapped seed axis inside init and chunk
 SEED_DEVICES_AXIS = "seed_devices"  # the mesh axis the seeds are split over
 SEED_LOOPS = ("auto", "vmap", "map")
 
@@ -88,7 +89,7 @@ def process_shardings(num_seeds: int, devices=None, num_processes: int | None = 
 
 def process_grid(num_seeds: int, devices, num_processes: int) -> list:
   """The devices of ``process_shardings``' mesh in seed order (process by process)."""
-  from genrl_jax.run.errors import UserError  # pylint: disable=g-import-not-at-top
+  from genrl_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   if num_seeds % num_processes:
     raise UserError(f"{num_seeds} seeds (x sweep points) do not split evenly over "
                     f"{num_processes} processes; pass a multiple of {num_processes}")

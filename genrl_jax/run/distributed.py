@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 
-from genrl_jax.run.errors import UserError
+from genrl_jax.errors import UserError
 
 
 def detected_cluster() -> str | None:

@@ -1,8 +1,7 @@
-"""Errors that end an experiment with one clear line instead of a traceback."""
+"""The run's errors that end an experiment with one clear line instead of a traceback (bad input
+itself is ``genrl_jax.errors.UserError``, which the algorithms raise too)."""
 
-
-class UserError(Exception):
-  """Bad input (flags, data, workdir): the message says what is wrong and how to fix it."""
+from genrl_jax.errors import UserError
 
 
 class TrainingDiverged(UserError):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from genrl_jax.run.errors import UserError
+from genrl_jax.errors import UserError
 
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number",
                float: "a number", bool: "true/false", type(None): "null"}

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from genrl_jax.run.errors import UserError
+from genrl_jax.errors import UserError
 
 STATE_COPIES = 2  # the live state and the checkpoint writer's host copy
 

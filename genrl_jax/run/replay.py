@@ -23,11 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrl_jax import registry
+from genrl_jax.errors import UserError
 from genrl_jax.run import checkpoint as checkpoint_lib
 from genrl_jax.run import files
 from genrl_jax.run import info as run_info_lib
 from genrl_jax.run import runner
-from genrl_jax.run.errors import UserError
 from genrl_jax.run import sweep as sweep_lib
 from genrl_jax.run import workdir_lock
 from genrl_jax.run.placement import SeedPlacement

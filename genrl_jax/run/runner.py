@@ -35,18 +35,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genrl_jax.contract import SEED_AXIS, Train  # noqa: F401 (the runner's public names)
 from genrl_jax.run import devices as devices_lib
 from genrl_jax.run import distributed
 from genrl_jax.run import files
+from genrl_jax.run import info as run_info_lib
 from genrl_jax.run import memory
 from genrl_jax.run import stats
 from genrl_jax.run import sweep as sweep_lib
+from genrl_jax.run import workdir_lock
 from genrl_jax.run.checkpoint import Checkpointer, StateMismatch
 from genrl_jax.run.errors import Aborted, Interrupted, TrainingDiverged, UserError
-from genrl_jax.run import info as run_info_lib
 from genrl_jax.run.placement import SeedPlacement, seed_keys
 from genrl_jax.run.tensorboard import TensorBoardLog
-from genrl_jax.run import workdir_lock
 
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run_info.json"
@@ -55,23 +56,6 @@ RESULTS_FILE = "results.json"
 # Run-level flags that may differ on resume (the seed loop may change rounding, see WORKSPACE.md).
 RUN_FLAGS_MAY_CHANGE = ("checkpoint_every", "keep_checkpoints", "keep_every", "seed_loop",
                         "coordinator_address", "num_processes", "process_id")
-SEED_AXIS = devices_lib.SEED_AXIS  # the name of the vmapped seed axis inside init and chunk
-
-
-@dataclasses.dataclass(frozen=True)
-class Train:
-  """What every ``make_train(config)`` returns: the runner's pure per-seed functions.
-
-  Attributes:
-    init: (key, data) -> state.
-    chunk: (state, data) -> (state, metrics).
-    evaluate: (state, data) -> {name: scalar}, or None: the experiment's evaluation.
-    static: what figures and reports need besides the state (model, setup, ...).
-  """
-  init: Callable[[jax.Array, Any], Any]
-  chunk: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
-  evaluate: Callable[[Any, Any], dict[str, jax.Array]] | None = None
-  static: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,8 +31,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from genrl_jax.run import config as cfg
-from genrl_jax.run.errors import UserError
+from genrl_jax import config as cfg
+from genrl_jax.errors import UserError
 
 SWEEP_FILE = "sweep.png"
 

@@ -22,7 +22,7 @@ import platform
 import shlex
 import sys
 
-from genrl_jax.run.errors import UserError
+from genrl_jax.errors import UserError
 
 LOCK_FILE = ".lock"
 

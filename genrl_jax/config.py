@@ -5,8 +5,11 @@
       learning_rate: float = config.field(1e-3, "Adam step size.", check=config.positive)
       hidden: tuple[int, ...] = config.field((400,), "Hidden widths, comma-separated.")
 
-    config.define_flags(MyConfig)          # --learning_rate, --hidden, with that help
-    cfg = config.from_flags(MyConfig)      # the validated dataclass (UserError on bad values)
+    config_flags.define_flags(MyConfig)    # --learning_rate, --hidden, with that help
+    cfg = config_flags.from_flags(MyConfig)  # the validated dataclass (UserError on bad values)
+
+(``genrl_jax.run.config_flags`` turns the fields into absl flags; this module needs no absl, so
+an algorithm that declares its config imports nothing of the runner.)
 
 The flag's type follows the annotation: int, float, bool, str (an enum with ``choices``),
 ``tuple[int, ...]`` / ``tuple[str, ...]`` (comma-separated lists) and ``float | None``. A field
@@ -23,9 +26,7 @@ import types
 import typing
 from typing import Any, Callable
 
-from absl import flags
-
-from genrl_jax.run.errors import UserError
+from genrl_jax.errors import UserError
 
 _NO_FLAG = "__no_flag__"
 
@@ -63,7 +64,7 @@ def flag_fields(cls) -> list[dataclasses.Field]:
   return [f for f in dataclasses.fields(cls) if "help" in f.metadata and flag_name(f)]
 
 
-def _kind(annotation) -> tuple[str, bool]:
+def value_kind(annotation) -> tuple[str, bool]:
   """(int|float|bool|str|ints|strs, optional) of a field's annotation."""
   optional = False
   origin = typing.get_origin(annotation)
@@ -78,36 +79,7 @@ def _kind(annotation) -> tuple[str, bool]:
   return annotation.__name__, optional
 
 
-def define_flags(cls, flag_values=flags.FLAGS, defaults: dict | None = None,
-                 module_name: str | None = None) -> None:
-  """Defines one absl flag per flag field of dataclass ``cls`` (its help, type and choices).
-
-  ``defaults`` overrides field defaults for this entry point's flags (e.g. another env).
-  """
-  hints = typing.get_type_hints(cls)
-  defaults = defaults or {}
-  for f in flag_fields(cls):
-    name = flag_name(f)
-    default = defaults.get(f.name, f.default)
-    kind, _ = _kind(hints[f.name])
-    help_text = f.metadata["help"]
-    choices = f.metadata["choices"]
-    kw = {"flag_values": flag_values, "module_name": module_name}
-    if choices is not None:
-      flags.DEFINE_enum(name, default, list(choices), help_text, **kw)
-    elif kind == "bool":
-      flags.DEFINE_bool(name, default, help_text, **kw)
-    elif kind == "int":
-      flags.DEFINE_integer(name, default, help_text, **kw)
-    elif kind == "float":
-      flags.DEFINE_float(name, default, help_text, **kw)
-    elif kind in ("ints", "strs"):
-      flags.DEFINE_list(name, [str(v) for v in default], help_text, **kw)
-    else:
-      flags.DEFINE_string(name, default, help_text, **kw)
-
-
-def _from_flag(cls_name: str, f: dataclasses.Field, kind: str, value):
+def parse_value(cls_name: str, f: dataclasses.Field, kind: str, value):
   if kind == "ints":
     try:
       return tuple(int(v) for v in value if str(v).strip())
@@ -119,19 +91,6 @@ def _from_flag(cls_name: str, f: dataclasses.Field, kind: str, value):
   return value
 
 
-def from_flags(cls, flag_values=flags.FLAGS, **overrides):
-  """The validated ``cls`` that the parsed flags describe (``overrides`` win)."""
-  hints = typing.get_type_hints(cls)
-  values = {}
-  for f in flag_fields(cls):
-    kind, _ = _kind(hints[f.name])
-    values[f.name] = _from_flag(cls.__name__, f, kind, flag_values[flag_name(f)].value)
-  values.update(overrides)
-  config = cls(**values)
-  validate(config)
-  return config
-
-
 def from_mapping(cls, values: dict, **overrides):
   """The validated ``cls`` from saved flag values (run_info.json's "config"), by flag name;
   fields missing there take their defaults (a run saved before the field existed)."""
@@ -140,8 +99,8 @@ def from_mapping(cls, values: dict, **overrides):
   for f in flag_fields(cls):
     if flag_name(f) in values:
       value = values[flag_name(f)]
-      kind, _ = _kind(hints[f.name])
-      kwargs[f.name] = _from_flag(cls.__name__, f, kind, value) if kind in ("ints", "strs") else value
+      kind, _ = value_kind(hints[f.name])
+      kwargs[f.name] = parse_value(cls.__name__, f, kind, value) if kind in ("ints", "strs") else value
   kwargs.update(overrides)
   config = cls(**kwargs)
   validate(config)
