@@ -72,7 +72,7 @@ def main():
   print(f"data: {ds.source}, {ds.train_images.shape[0]} train / {ds.test_images.shape[0]} test; "
         f"{per_cell} training examples per cell and epoch", flush=True)
 
-  exp = vae_run.make_experiment(config, ds, data_config, args.seed_loop)
+  exp = vae_run.make_experiment(config, ds, data_config)
   traces = [0]
   base_train = exp.sweepable.train
 
@@ -97,7 +97,7 @@ def main():
         "final evaluation", flush=True)
 
   # The same program shape without a swept argument: as many seeds of one value, one program.
-  plain = runner.run(vae_run.make_experiment(config, ds, data_config, args.seed_loop),
+  plain = runner.run(vae_run.make_experiment(config, ds, data_config),
                      seeds=cells, seed_loop=args.seed_loop, log=lambda s: None)
   plain_rate, _ = _steady_rate(plain, per_cell, cells)
   print(f"peer: {cells} seeds of one learning rate in one program (no sweep argument): steady "
@@ -106,8 +106,7 @@ def main():
   seq_seconds, seq_wall, max_rel = 0.0, 0.0, 0.0
   for v, point in enumerate(sweep_lib.grid_points(grid)):
     for i in range(args.seeds):
-      one_exp = vae_run.make_experiment(dataclasses.replace(config, **point), ds, data_config,
-                                        args.seed_loop)
+      one_exp = vae_run.make_experiment(dataclasses.replace(config, **point), ds, data_config)
       t0 = time.perf_counter()
       one = runner.run(one_exp, seeds=1, seed=i, seed_loop=args.seed_loop, log=lambda s: None)
       seq_wall += time.perf_counter() - t0

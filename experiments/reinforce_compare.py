@@ -24,16 +24,23 @@ import dataclasses
 import json
 import os
 
-import jax
-import numpy as np
-from absl import flags
-
-from experiments import reinforce as single  # noqa: F401 (defines the REINFORCE flags)
-from genrl_jax import config as cfg
-from genrl_jax import run as runner
-from genrl_jax.rl import reinforce, reinforce_run, report
 from genrl_jax.run import cli
-from genrl_jax.run import config_flags
+
+cli.connect()  # a multi-process run connects before gymnax's import starts a JAX backend
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from genrl_jax import run as runner  # noqa: E402
+from genrl_jax.rl import reinforce, reinforce_run, report  # noqa: E402
+from genrl_jax.run import config_flags  # noqa: E402
+
+SPEC = reinforce_run.SPEC
+cli.define_run_flags(workdir="runs/reinforce_compare", seeds=SPEC.seeds,
+                     chunk_label=SPEC.chunk_label)
+for _config in SPEC.configs:
+  config_flags.define_flags(_config)
 
 VARIANTS = (  # (directory, label, estimator, baseline)
     ("total", "total return G_0", "total", "none"),
@@ -45,7 +52,6 @@ flags.DEFINE_integer("variance_samples", 32, "Batches drawn per estimator to mea
                      "gradient variance (0 = skip that measurement).")
 flags.DEFINE_integer("variance_at_chunk", 1, "Measure the gradient variance at the policy the "
                      "reward-to-go + value run reached after this many chunks.")
-flags.FLAGS.set_default("workdir", "runs/reinforce_compare")
 FLAGS = flags.FLAGS
 
 
@@ -128,7 +134,8 @@ def main(argv):
                            f"{FLAGS.variance_samples}")
   run_flags = cli.run_flags("reinforce_compare")
   base = config_flags.from_flags(reinforce.ReinforceConfig)
-  target = report.target_return(base, FLAGS.target_return)
+  target_config = config_flags.from_flags(report.TargetConfig)
+  target = report.target_return(base, target_config.target_return)
   flag_values = runner.flags_dict(FLAGS)
   for k in ("variance_samples", "variance_at_chunk"):
     flag_values.pop(k, None)
@@ -136,7 +143,7 @@ def main(argv):
   for name, label, estimator, baseline in VARIANTS:
     print(f"== {label}", flush=True)
     config = dataclasses.replace(base, estimator=estimator, baseline=baseline)
-    result = cli.run(reinforce_run.make_experiment(config, target, name=f"reinforce[{name}]"),
+    result = cli.run(SPEC.experiment(config, target_config, name=f"reinforce[{name}]"),
                      dataclasses.replace(run_flags, workdir=os.path.join(run_flags.workdir, name)),
                      config=dict(flag_values, estimator=estimator, baseline=baseline))
     summaries[name], histories[name] = result.results, result.history

@@ -80,9 +80,8 @@ def test_tiny_trained_cvae_samples_are_classified_as_their_label(judge, prior):
   from genrl_jax.data import images  # noqa: PLC0415
   data = images.device_arrays(dataset, "none", with_labels=True)
   train = vae.make_train(config)
-  exp = runner.Experiment(name="cvae", init=train.init, chunk=train.chunk, num_chunks=15, data=data,
-                          seed_loop="map")
-  result = runner.run(exp, seeds=2, log=lambda s: None)
+  exp = runner.Experiment(name="cvae", init=train.init, chunk=train.chunk, num_chunks=15, data=data)
+  result = runner.run(exp, seeds=2, seed_loop="map", log=lambda s: None)
   accuracy, by_label = cvae_run.conditional_accuracy(result.state, train.static.model, config,
                                                      judge, 30)
   assert accuracy.shape == (2,) and by_label.shape == (2, 10)

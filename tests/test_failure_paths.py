@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from genrl_jax import run as runner
-from genrl_jax.run import runner as runner_lib
+from genrl_jax.run import progress
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +29,7 @@ def _toy_chunk(state, data):
 
 
 def test_a_long_final_evaluation_prints_a_start_line_an_estimate_and_a_heartbeat(monkeypatch):
-  monkeypatch.setattr(runner_lib, "HEARTBEAT_SECONDS", 0.2)
+  monkeypatch.setattr(progress, "HEARTBEAT_SECONDS", 0.2)
 
   def slow_evaluate(state, data):
     def sleep(x):

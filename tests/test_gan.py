@@ -125,13 +125,13 @@ def _experiment(config):
   train = gan.make_train(config)
   data = {"train": jnp.asarray(gen_data.banded(64)[0].reshape(64, -1))}
   return runner.Experiment(name="gan", init=train.init, chunk=train.chunk, num_chunks=2, data=data,
-                           finite_key="mean_d_loss", seed_loop="map")
+                           finite_key="mean_d_loss")
 
 
 def test_seeds_are_independent():
   config = gan.GANConfig(width=2, latent_dim=4, batch_size=4, iterations_per_chunk=3)
-  both = runner.run(_experiment(config), seeds=2, seed=3, log=lambda s: None)
-  alone = runner.run(_experiment(config), seeds=1, seed=4, log=lambda s: None)
+  both = runner.run(_experiment(config), seeds=2, seed=3, seed_loop="map", log=lambda s: None)
+  alone = runner.run(_experiment(config), seeds=1, seed=4, seed_loop="map", log=lambda s: None)
   for a, b in zip(jax.tree.leaves(runner.unstack_seed(both.state.g_params, 1)),
                   jax.tree.leaves(runner.unstack_seed(alone.state.g_params, 0))):
     np.testing.assert_array_equal(a, b)

@@ -99,4 +99,4 @@ def test_importing_the_runner_package_loads_nothing_and_connects_to_nothing():
   code = "import genrl_jax.run as r; print(r.Experiment.__module__, r.UserError.__module__)"
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120, check=True)
-  assert out.stdout.split() == ["genrl_jax.run.runner", "genrl_jax.errors"]
+  assert out.stdout.split() == ["genrl_jax.run.experiment", "genrl_jax.errors"]

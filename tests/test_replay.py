@@ -1,6 +1,6 @@
 """Reproducibility studies through ``python -m experiments.replay``, in real processes: replay of
 the final checkpoint gives the saved results.json exactly and ``--verify`` passes, for every
-experiment in the registry; ``--verify`` catches a one-ULP change in a saved checkpoint; an
+experiment in the package; ``--verify`` catches a one-ULP change in a saved checkpoint; an
 extracted seed continues to the original seed's numbers; bad input is one ``error:`` line. Plus
 the ULP arithmetic against numpy."""
 
@@ -19,8 +19,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from genrl_jax import registry
 from genrl_jax.run import replay
+from genrl_jax.run import spec
 from tests import gen_data
 from tests.experiment_cli import assert_one_line_error
 from tests.test_data import write_mnist_like
@@ -123,8 +123,12 @@ FIGURES = {"vae": {"learning_curves.png", "prior_samples.png", "reconstructions.
            "gan": {"losses.png", "snapshots.png"}}
 
 
-def test_every_registered_experiment_has_its_replay_test():
-  assert set(registry.BUILDERS) == set(FIGURES)  # add the new one's tiny run above
+def test_every_experiment_of_the_package_has_its_replay_test():
+  found = spec.library_specs()
+  assert found == {"vae": "genrl_jax.generative.vae_run", "cvae": "genrl_jax.generative.cvae_run",
+                   "gan": "genrl_jax.generative.gan_run", "reinforce": "genrl_jax.rl.reinforce_run",
+                   "dqn": "genrl_jax.rl.dqn_run"}
+  assert set(found) == set(FIGURES)  # add the new one's tiny run above
 
 
 @pytest.mark.parametrize("which,figures", sorted(FIGURES.items()))

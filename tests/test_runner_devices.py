@@ -26,7 +26,8 @@ assert len(leaf.sharding.device_set) == 4, leaf.sharding
 odd = runner.run(test_vae._experiment(), seeds=3, seed=0, log=lambda _: None)  # 3 seeds: 3 devices
 assert len(odd.state.params["decoder"]["logits"]["kernel"].sharding.device_set) == 3
 # seed_loop="map": each of the 4 devices loops over its 2 seeds (shard_map around lax.map).
-looped = runner.run(test_vae._experiment(seed_loop="map"), seeds=8, seed=0, log=lambda _: None)
+looped = runner.run(test_vae._experiment(), seeds=8, seed=0, seed_loop="map",
+                    log=lambda _: None)
 looped_leaf = looped.state.params["decoder"]["logits"]["kernel"]
 assert len(looped_leaf.sharding.device_set) == 4, looped_leaf.sharding
 np.savez("OUT", sharded=np.asarray(leaf), odd=np.asarray(odd.state.params["decoder"]["logits"]["kernel"]),

@@ -27,8 +27,8 @@ def _dataset(n_train=64, n_test=20, seed=0):
 CONFIG = dataclasses.replace(test_vae.TINY, epochs=2)
 
 
-def _vae(config=CONFIG, seed_loop="vmap"):
-  return vae_run.make_experiment(config, _dataset(), images.DataConfig(), seed_loop)
+def _vae(config=CONFIG):
+  return vae_run.make_experiment(config, _dataset(), images.DataConfig())
 
 
 def test_parse_product_and_one_line_errors():
@@ -53,9 +53,8 @@ def test_parse_product_and_one_line_errors():
 def test_each_cell_equals_its_separate_run(tmp_path, seed_loop):
   values, seeds = (1e-2, 1e-3), 2
   spec = "learning_rate=" + ",".join(map(str, values))
-  exp = _vae(seed_loop=seed_loop)
-  swept = runner.run(exp, seeds=seeds, seed=5, sweep=spec, workdir=str(tmp_path),
-                     log=lambda _: None)
+  swept = runner.run(_vae(), seeds=seeds, seed=5, sweep=spec, workdir=str(tmp_path),
+                     seed_loop=seed_loop, log=lambda _: None)
   # One compile of the chunk for all 4 cells (trace_once would have raised on a second trace).
   doc = json.load(open(tmp_path / "results.json"))
   assert doc["seeds"] == [5, 6]
@@ -65,8 +64,8 @@ def test_each_cell_equals_its_separate_run(tmp_path, seed_loop):
   assert len(rows) == 2 * 4 and {r["learning_rate"] for r in rows} == set(values)
   last = {r["cell"]: r for r in rows if r["chunk"] == 2}
   for v, lr in enumerate(values):
-    one = runner.run(_vae(dataclasses.replace(CONFIG, learning_rate=lr), seed_loop),
-                     seeds=seeds, seed=5, log=lambda _: None)
+    one = runner.run(_vae(dataclasses.replace(CONFIG, learning_rate=lr)), seeds=seeds, seed=5,
+                     seed_loop=seed_loop, log=lambda _: None)
     key = f"test_neg_elbo[learning_rate={lr:g}]"
     np.testing.assert_allclose(doc["metrics"][key]["per_seed"], one.final["test_neg_elbo"],
                                rtol=1e-5)

@@ -127,3 +127,41 @@ def test_bad_flags_are_one_line_errors(tmp_path):
     assert_one_line_error(_run(workdir, *flags), expected)
   (tmp_path / "file").write_text("x")
   assert_one_line_error(_run(str(tmp_path / "file")), "is a file, not a directory")
+
+
+def test_a_new_experiment_is_its_module_alone_it_sweeps_and_replays(tmp_path):
+  """The toy copied as ``my_regression.py`` into a directory of its own (nothing in the package
+  names it): it trains from the command line, sweeps its learning rate in one program, and
+  ``experiments.replay`` finds it from its run_info.json and reproduces it, ``--verify`` too."""
+  home = tmp_path / "mine"
+  home.mkdir()
+  (home / "my_regression.py").write_text(open(TOY).read())
+  env = {**_env(), "PYTHONPATH": os.pathsep.join([str(home), ROOT])}
+  run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                                     text=True, timeout=300, env=env)
+  workdir = str(tmp_path / "run")
+  proc = run("my_regression", f"--workdir={workdir}", "--seeds=2", "--steps_per_chunk=10",
+             "--sweep=learning_rate=0.05,0.1")
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(workdir, "run_info.json")) as f:
+    info = json.load(f)
+  assert (info["experiment"], info["spec"], info["entry_point"]) == (
+      "toy", "my_regression", "my_regression")
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  # One program, two sweep points x two seeds; the larger step gets closer to the truth.
+  near = {k: v["mean"] for k, v in results["metrics"].items() if k.startswith("distance")}
+  assert len(near) == 2 and near["distance[learning_rate=0.1]"] < near[
+      "distance[learning_rate=0.05]"], near
+  out = str(tmp_path / "replayed")
+  replayed = run("experiments.replay", f"--workdir={workdir}", f"--out={out}")
+  assert replayed.returncode == 0, replayed.stderr
+  assert "saved values reproduced exactly" in replayed.stdout.splitlines()[-1], replayed.stdout
+  verify = run("experiments.replay", f"--workdir={workdir}", "--verify")
+  assert verify.returncode == 0, verify.stdout + verify.stderr
+  assert "reproduces the saved step 4 bit for bit" in verify.stdout, verify.stdout
+  # Without the module on the path, replay says which module it needs, in one line.
+  env["PYTHONPATH"] = ROOT
+  from experiment_cli import assert_one_line_error  # noqa: PLC0415
+  assert_one_line_error(run("experiments.replay", f"--workdir={workdir}"),
+                        "cannot import 'my_regression'")

@@ -164,11 +164,11 @@ def test_chunk_traces_once_and_learns():
 
 # --- seeds through the runner ----------------------------------------------------------------
 
-def _experiment(config=TINY, epochs=2, seed_loop="vmap"):
+def _experiment(config=TINY, epochs=2):
   train = vae.make_train(config)
   return runner.Experiment(name="vae", init=train.init, chunk=train.chunk, num_chunks=epochs,
                            data=_data(), progress=(("loss", "-elbo"),),
-                           compiler_options=vae.compiler_options(), seed_loop=seed_loop)
+                           compiler_options=vae.compiler_options())
 
 
 def _quiet(_):
@@ -177,10 +177,10 @@ def _quiet(_):
 
 @pytest.mark.parametrize("seed_loop", ["vmap", "map"])
 def test_seed_i_of_vmapped_run_equals_single_seed_run_and_seeds_differ(seed_loop):
-  many = runner.run(_experiment(seed_loop=seed_loop), seeds=4, seed=10, log=_quiet)
-  one = runner.run(_experiment(seed_loop=seed_loop), seeds=1, seed=12, log=_quiet)
+  many = runner.run(_experiment(), seeds=4, seed=10, seed_loop=seed_loop, log=_quiet)
+  one = runner.run(_experiment(), seeds=1, seed=12, seed_loop=seed_loop, log=_quiet)
   # Same seed, same everything: bit for bit.
-  again = runner.run(_experiment(seed_loop=seed_loop), seeds=4, seed=10, log=_quiet)
+  again = runner.run(_experiment(), seeds=4, seed=10, seed_loop=seed_loop, log=_quiet)
   chex.assert_trees_all_equal(many.state.params, again.state.params)
   np.testing.assert_array_equal(many.history[-1]["loss"], again.history[-1]["loss"])
   chex.assert_trees_all_close(runner.unstack_seed(many.state.params, 2),
@@ -194,8 +194,8 @@ def test_seed_i_of_vmapped_run_equals_single_seed_run_and_seeds_differ(seed_loop
 def test_seed_loops_compute_the_same_runs():
   """vmap (seeds batched into every op) and map (seeds one after another) are two schedules of
   the same per-seed computation: equal up to float rounding."""
-  batched = runner.run(_experiment(seed_loop="vmap"), seeds=3, seed=0, log=_quiet)
-  looped = runner.run(_experiment(seed_loop="map"), seeds=3, seed=0, log=_quiet)
+  batched = runner.run(_experiment(), seeds=3, seed=0, seed_loop="vmap", log=_quiet)
+  looped = runner.run(_experiment(), seeds=3, seed=0, seed_loop="map", log=_quiet)
   chex.assert_trees_all_close(looped.state.params, batched.state.params, rtol=1e-5, atol=1e-6)
   for key in ("loss", "kl", "test_neg_elbo"):
     np.testing.assert_allclose(looped.history[-1][key], batched.history[-1][key], rtol=1e-5)

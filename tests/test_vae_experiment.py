@@ -71,10 +71,9 @@ def test_t10k_only_directory_is_split_and_reported(tmp_path):
 
 def test_tfds_path_end_to_end_with_mock_data(tmp_path):
   script = ("import sys, tensorflow_datasets as tfds\n"
-            "from experiments import vae\n"
-            "from genrl_jax import run\n"
+            "from genrl_jax.run import cli\n"
             "with tfds.testing.mock_data(num_examples=48):\n"
-            "  run.cli_main(vae.main)\n")
+            "  cli.main('genrl_jax.generative.vae_run')\n")
   args = ["--workdir", str(tmp_path / "run"), "--binarize=static", *TINY]
   proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True,
                         text=True, timeout=300, env=_env())

@@ -21,7 +21,10 @@ from genrl_jax.generative import evaluator as evaluator_lib
 from genrl_jax.generative import vae
 from genrl_jax.generative import vae_figures
 from genrl_jax.generative import vae_run
+from genrl_jax.generative.settings import JudgeConfig
 from genrl_jax.run import plots
+from genrl_jax.run import spec
+from genrl_jax.run import sweep
 
 RESUME_MAY_CHANGE = vae_run.RESUME_MAY_CHANGE + ("samples_per_label", "evaluator_dir")
 
@@ -35,6 +38,13 @@ class CVAEConfig(vae.VAEConfig):
                          "'learned' = N(mu(y), diag(s(y)^2)), one learned mean and log-variance "
                          "per label, its KL in the general closed form (losses.gaussian_kl).",
                          choices=vae.PRIORS)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+  """How many samples per label the evaluator judges for the conditional accuracy."""
+  samples_per_label: int = cfg.field(1000, "Decoder samples per label judged by the evaluator "
+                                     "for the conditional accuracy.", check=cfg.at_least_one)
 
 
 def sample_labels(num_classes: int, per_label: int) -> np.ndarray:
@@ -75,10 +85,9 @@ def conditional_grid(path: str, state, model, config: CVAEConfig, per_row: int =
 
 
 def make_experiment(config: CVAEConfig, dataset: images.ImageDataset,
-                    data_config: images.DataConfig, seed_loop: str = "auto",
-                    name: str = "cvae", samples_per_label: int = 1000,
-                    evaluator_dir: str = "runs/evaluators") -> runner.Experiment:
-  base = vae_run.make_experiment(config, dataset, data_config, seed_loop, name)
+                    data_config: images.DataConfig, samples_per_label: int,
+                    evaluator_dir: str) -> runner.Experiment:
+  base = vae_run.make_experiment(config, dataset, data_config)
   judge = evaluator_lib.load_or_train(dataset, data_config.dataset, evaluator_dir)
   model = vae.make_model(config)
 
@@ -114,9 +123,9 @@ def make_experiment(config: CVAEConfig, dataset: images.ImageDataset,
                              resume_may_change=RESUME_MAY_CHANGE)
 
 
-def build(config: CVAEConfig, data_config: images.DataConfig, seed_loop: str = "auto",
-          name: str = "cvae", samples_per_label: int = 1000,
-          evaluator_dir: str = "runs/evaluators") -> runner.Experiment:
+def build(config: CVAEConfig, data_config: images.DataConfig, sampling: SampleConfig,
+          judges: JudgeConfig) -> runner.Experiment:
+  """Loads the data (with labels) and builds the run."""
   dataset = data_config.load()
   if dataset.train_labels is None or dataset.test_labels is None:
     raise runner.UserError(f"the CVAE needs class labels, and {dataset.source} has none; add the "
@@ -124,11 +133,25 @@ def build(config: CVAEConfig, data_config: images.DataConfig, seed_loop: str = "
   num_classes = int(max(dataset.train_labels.max(), dataset.test_labels.max())) + 1
   config = dataclasses.replace(vae_run.fit_to_data(config, dataset), num_classes=num_classes)
   print(f"data: {dataset.source}; binarize={config.binarize}; {num_classes} labels", flush=True)
-  return make_experiment(config, dataset, data_config, seed_loop, name, samples_per_label,
-                         evaluator_dir)
+  return make_experiment(config, dataset, data_config, sampling.samples_per_label,
+                         judges.evaluator_dir)
 
 
-def from_saved_flags(saved: dict, name: str = "cvae") -> runner.Experiment:
-  return build(cfg.from_mapping(CVAEConfig, saved), cfg.from_mapping(images.DataConfig, saved),
-               saved.get("seed_loop", "auto"), name, saved.get("samples_per_label", 1000),
-               saved.get("evaluator_dir", "runs/evaluators"))
+def print_results(result: runner.RunResult) -> None:
+  """The VAE's estimates, then the conditional accuracy (per sweep point) and per label."""
+  vae_run.print_results(result)
+  for name, point in sweep.result_keys(result.results, "conditional_accuracy"):
+    s = result.results["metrics"][name]  # one line per sweep point, if any
+    print(f"  {'conditional accuracy' + point:24s} {s['mean']:.4f} ± "
+          f"{s['ci95_half_width']:.4f}   per seed: " + " ".join(f"{v:.4f}" for v in s["per_seed"]))
+  extra = result.results["extra"]
+  if "conditional_accuracy_per_label" in extra:
+    print(f"  {'  per label (mean)':24s} " + " ".join(
+        f"{k}:{v:.3f}" for k, v in enumerate(extra["conditional_accuracy_per_label"])))
+  print(f"  {'  evaluator, real test':24s} " + " ".join(
+      f"{k}:{v:.3f}" for k, v in enumerate(extra["evaluator_test_accuracy_per_label"])))
+
+
+SPEC = spec.Spec(name="cvae", configs=(CVAEConfig, images.DataConfig, SampleConfig, JudgeConfig),
+                 build=build, report=print_results, chunk_label="epoch",
+                 cpu_device_per_core=True)

@@ -24,13 +24,14 @@ import os
 import jax
 import numpy as np
 
-from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.data import images
 from genrl_jax.generative import evaluator as evaluator_lib
 from genrl_jax.generative import gan
+from genrl_jax.generative.settings import JudgeConfig
 from genrl_jax.run import files
 from genrl_jax.run import plots
+from genrl_jax.run import spec
 
 SNAPSHOT_ROWS = "snapshots.jsonl"
 GRID_SIZE = 64
@@ -112,8 +113,7 @@ def snapshot_table(rows: dict, seeds, iterations) -> dict[str, dict[str, np.ndar
 
 
 def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
-                    data_config: images.DataConfig, seed_loop: str = "auto", name: str = "gan",
-                    evaluator_dir: str = "runs/evaluators") -> runner.Experiment:
+                    data_config: images.DataConfig, evaluator_dir: str) -> runner.Experiment:
   check(config)
   data = images.device_arrays(dataset, "none")
   train = gan.make_train(config)
@@ -200,17 +200,17 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
     return paths
 
   return runner.Experiment(
-      name=name, init=train.init, chunk=train.chunk,
+      init=train.init, chunk=train.chunk,
       num_chunks=config.iterations // config.iterations_per_chunk, data=data,
-      summarize=summarize, after_chunk=after_chunk, figures=figures, chunk_label="chunk",
+      summarize=summarize, after_chunk=after_chunk, figures=figures,
       progress=(("mean_d_loss", "D loss"), ("mean_g_loss", "G loss")), finite_key="mean_d_loss",
       units_per_chunk=config.iterations_per_chunk, units_label="it/s",
-      resume_may_change=RESUME_MAY_CHANGE, compiler_options=gan.compiler_options(),
-      seed_loop=seed_loop)
+      resume_may_change=RESUME_MAY_CHANGE, compiler_options=gan.compiler_options())
 
 
-def build(config: gan.GANConfig, data_config: images.DataConfig, seed_loop: str = "auto",
-          name: str = "gan", evaluator_dir: str = "runs/evaluators") -> runner.Experiment:
+def build(config: gan.GANConfig, data_config: images.DataConfig,
+          judges: JudgeConfig) -> runner.Experiment:
+  """Loads the data and builds the run."""
   dataset = data_config.load()
   if dataset.image_shape[0] % 4 or dataset.image_shape[1] % 4:
     raise runner.UserError(f"the DCGAN needs image sides divisible by 4, got "
@@ -220,9 +220,21 @@ def build(config: gan.GANConfig, data_config: images.DataConfig, seed_loop: str 
     raise runner.UserError(f"--iterations={config.iterations} is not a multiple of "
                            f"--iterations_per_chunk={config.iterations_per_chunk}")
   print(f"data: {dataset.source}", flush=True)
-  return make_experiment(config, dataset, data_config, seed_loop, name, evaluator_dir)
+  return make_experiment(config, dataset, data_config, judges.evaluator_dir)
 
 
-def from_saved_flags(saved: dict, name: str = "gan") -> runner.Experiment:
-  return build(cfg.from_mapping(gan.GANConfig, saved), cfg.from_mapping(images.DataConfig, saved),
-               saved.get("seed_loop", "auto"), name, saved.get("evaluator_dir", "runs/evaluators"))
+def print_results(result: runner.RunResult) -> None:
+  """The snapshot table: the evaluator's numbers per iteration, mean ± 95 % CI over seeds."""
+  print("iteration | classifier score | Fréchet distance | H(labels) | mean H(label | image)   "
+        "(mean ± 95% CI over seeds; score = exp(H(labels) - mean H(label | image)))")
+  for it, row in result.results["extra"]["snapshots"].items():
+    cells = [f"{row[key]['mean']:.3f} ± {row[key]['ci95_half_width']:.3f}" if key in row else "-"
+             for key in SNAPSHOT_NUMBERS]
+    print(f"{int(it):9d} | " + " | ".join(cells))
+  real = result.results["extra"]["real"]
+  print(f"     real | {real['classifier_score_train_images']:.3f} | "
+        f"{real['frechet_distance_train_vs_test']:.3f}")
+
+
+SPEC = spec.Spec(name="gan", configs=(gan.GANConfig, images.DataConfig, JudgeConfig), build=build,
+                 report=print_results, chunk_label="chunk", cpu_device_per_core=True)

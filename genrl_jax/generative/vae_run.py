@@ -1,6 +1,8 @@
-"""The VAE as a runner experiment: its ``Experiment``, results and figures.
+"""The VAE as a runner experiment: its ``SPEC`` (configs -> ``Experiment``), results, figures.
 
-The entry point (``experiments.vae``) and checkpoint replay build the same experiment here, so a
+    python -m experiments.vae --seeds=8
+
+The entry point, checkpoint replay, sweeps and tests all build the run through ``SPEC``, so a
 replayed run evaluates and draws exactly what the original run did.
 """
 
@@ -8,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import numpy as np
 
-from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.data import images
 from genrl_jax.generative import vae
 from genrl_jax.generative import vae_figures
+from genrl_jax.run import spec
 from genrl_jax.run import sweep
 
 # Flags that may change when a run is resumed (more epochs, a larger k for the final estimate).
@@ -37,8 +38,7 @@ def fit_to_data(config: vae.VAEConfig, dataset: images.ImageDataset) -> vae.VAEC
 
 
 def make_experiment(config: vae.VAEConfig, dataset: images.ImageDataset,
-                    data_config: images.DataConfig, seed_loop: str = "auto",
-                    name: str = "vae") -> runner.Experiment:
+                    data_config: images.DataConfig) -> runner.Experiment:
   """The VAE run: one epoch per chunk, the test -ELBO and IWAE NLL at the end, its figures."""
   data = images.device_arrays(dataset, config.binarize, with_labels=config.num_classes > 0)
   train = vae.make_train(config)
@@ -60,36 +60,30 @@ def make_experiment(config: vae.VAEConfig, dataset: images.ImageDataset,
                                  result.history, data["test"], config, vae.figure_key(first))
 
   return runner.Experiment(
-      name=name, init=train.init, chunk=train.chunk, num_chunks=config.epochs, data=data,
+      init=train.init, chunk=train.chunk, num_chunks=config.epochs, data=data,
       evaluate=train.evaluate, evaluate_cost=vae.evaluation_cost(config, n_train, n_test),
-      summarize=summarize, figures=figures, chunk_label="epoch",
+      summarize=summarize, figures=figures,
       progress=(("loss", "-elbo"), ("test_neg_elbo", "test -elbo"), ("kl", "kl")),
       finite_key="loss", units_per_chunk=vae.num_batches(n_train, config.batch_size)
       * config.batch_size, units_label="ex/s",
       resume_may_change=RESUME_MAY_CHANGE, compiler_options=vae.compiler_options(),
-      seed_loop=seed_loop, sweepable=sweep.Sweepable(
+      sweepable=sweep.Sweepable(
           config, lambda hparams: vae.make_train(dataclasses.replace(config, **hparams))))
 
 
-def build(config: vae.VAEConfig, data_config: images.DataConfig, seed_loop: str = "auto",
-          name: str = "vae") -> runner.Experiment:
-  """Loads the data and builds the run: what ``experiments.vae`` and replay both call."""
+def build(config: vae.VAEConfig, data_config: images.DataConfig) -> runner.Experiment:
+  """Loads the data and builds the run."""
   dataset = data_config.load()
   config = fit_to_data(config, dataset)
   print(f"data: {dataset.source}; binarize={config.binarize}", flush=True)
-  return make_experiment(config, dataset, data_config, seed_loop, name)
+  return make_experiment(config, dataset, data_config)
 
 
-def from_saved_flags(saved: dict, name: str = "vae") -> runner.Experiment:
-  """The run a workdir's run_info.json describes (its "config": the flags it ran with)."""
-  return build(cfg.from_mapping(vae.VAEConfig, saved), cfg.from_mapping(images.DataConfig, saved),
-               saved.get("seed_loop", "auto"), name)
-
-
-def print_results(results: dict, eval_seconds: float) -> None:
+def print_results(result: runner.RunResult) -> None:
   """The final estimates, mean ± 95 % CI half-width and per seed."""
+  results = result.results
   n = len(results["seeds"])
-  print(f"final test estimates over {n} seed(s), {eval_seconds:.1f} s "
+  print(f"final test estimates over {n} seed(s), {result.eval_seconds:.1f} s "
         f"(mean ± 95% CI half-width, nats per example):")
   k = results["extra"]["iwae_k"]
   for key, label in (("test_neg_elbo", "test -ELBO"), ("test_nll_iwae", f"test NLL (IWAE, "
@@ -98,3 +92,7 @@ def print_results(results: dict, eval_seconds: float) -> None:
       s = results["metrics"][name]
       print(f"  {label + point:24s} {s['mean']:.2f} ± {s['ci95_half_width']:.2f}   per seed: "
             + " ".join(f"{v:.2f}" for v in s["per_seed"]))
+
+
+SPEC = spec.Spec(name="vae", configs=(vae.VAEConfig, images.DataConfig), build=build,
+                 report=print_results, chunk_label="epoch", cpu_device_per_core=True)

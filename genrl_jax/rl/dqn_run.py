@@ -1,16 +1,19 @@
-"""DQN as a runner experiment: what ``experiments.dqn`` and checkpoint replay build."""
+"""DQN as a runner experiment: its ``SPEC``, what ``experiments.dqn``, checkpoint replay and tests
+build.
+
+    python -m experiments.dqn
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.rl import dqn, report
+from genrl_jax.run import spec
 
 
-def make_experiment(config: dqn.DQNConfig, target: float | None, name: str = "dqn",
-                    seed_loop: str = "vmap") -> runner.Experiment:
+def make_experiment(config: dqn.DQNConfig, target: float | None) -> runner.Experiment:
   """The DQN run: chunks of the env-step budget, the greedy evaluation, results and return.png.
 
   results.json metrics (per seed): ``report.summarize``'s (final last-100 return, area under
@@ -36,24 +39,22 @@ def make_experiment(config: dqn.DQNConfig, target: float | None, name: str = "dq
     return metrics, extra
 
   return runner.Experiment(
-      name=name, init=train.init, chunk=train.chunk, num_chunks=config.num_chunks, data=None,
+      init=train.init, chunk=train.chunk, num_chunks=config.num_chunks, data=None,
       evaluate=train.evaluate, evaluate_every=config.eval_every, summarize=summarize,
-      figures=hooks["figures"], chunk_label="chunk",
+      figures=hooks["figures"],
       progress=(("episode_return", "return"), ("return_last100", "last-100 return"),
                 ("eval_return", "greedy eval"), ("epsilon", "eps"), ("env_steps", "env steps")),
       finite_key="loss", units_per_chunk=config.budget // config.num_chunks,
-      units_label="env steps/s", resume_may_change=("target_return",), seed_loop=seed_loop)
+      units_label="env steps/s", resume_may_change=("target_return",), uses_seed_axis=True)
 
 
-def from_saved_flags(saved: dict, name: str = "dqn") -> runner.Experiment:
-  """The run a workdir's run_info.json describes (its "config": the flags it ran with)."""
-  config = cfg.from_mapping(dqn.DQNConfig, saved)
-  return make_experiment(config, report.target_return(config, saved.get("target_return")), name,
-                         saved.get("seed_loop", "vmap"))
+def build(config: dqn.DQNConfig, target: report.TargetConfig) -> runner.Experiment:
+  return make_experiment(config, report.target_return(config, target.target_return))
 
 
-def print_results(results: dict) -> None:
+def print_results(result: runner.RunResult) -> None:
   """The per-seed table of a results.json: peak / final last-100 return, greedy evaluation."""
+  results = result.results
   m, extra = results["metrics"], results["extra"]
   n = len(results["seeds"])
   print(f"{extra['env_id']}, {n} seeds (mean ± 95% CI half-width; per seed):")
@@ -70,3 +71,7 @@ def print_results(results: dict) -> None:
     print(f"  {'env steps to ' + format(extra['target_return'], 'g'):30s} {steps}")
     print(f"  {extra['seeds_reaching_target']}/{n} seeds reached {extra['target_return']:g} in "
           f"training, {extra['seeds_eval_reaching_target']}/{n} in the greedy evaluation")
+
+
+SPEC = spec.Spec(name="dqn", configs=(dqn.DQNConfig, report.TargetConfig), build=build,
+                 report=print_results, seeds=8)

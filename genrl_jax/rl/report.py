@@ -9,10 +9,12 @@ bootstrap CI and the IQM (Agarwal et al. 2021), from ``genrl_jax.run.stats``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 
+from genrl_jax import config as cfg
 from genrl_jax.run import plots
 from genrl_jax.run.runner import stack_history
 
@@ -20,12 +22,13 @@ from genrl_jax.run.runner import stack_history
 SOLVED_RETURN = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "MountainCar-v0": -110.0}
 
 
-def define_target_return_flag() -> None:
-  """``--target_return``, for every RL entry point (declared here once)."""
-  from absl import flags  # noqa: PLC0415
-  flags.DEFINE_float("target_return", None, "Return a seed's last-100-episode average must reach "
-                     "to count as solved in results.json; default: Gym's threshold for the env "
-                     "(CartPole-v1 475, Acrobot-v1 -100, MountainCar-v0 -110), else none.")
+@dataclasses.dataclass(frozen=True)
+class TargetConfig:
+  """The return that counts as solved, for every RL experiment (declared here once)."""
+  target_return: float | None = cfg.field(
+      None, "Return a seed's last-100-episode average must reach to count as solved in "
+      "results.json; default: Gym's threshold for the env (CartPole-v1 475, Acrobot-v1 -100, "
+      "MountainCar-v0 -110), else none.")
 
 
 def target_return(config, flag_value: float | None) -> float | None:

@@ -15,10 +15,12 @@ _WHERE = {  # public name -> the module that defines it
     "Aborted": "errors", "Interrupted": "errors", "TrainingDiverged": "errors",
     "UserError": "errors",
     "SeedPlacement": "placement", "seed_keys": "placement",
-    "RESULTS_FILE": "runner", "SEED_AXIS": "runner", "ChunkEnd": "runner",
-    "Experiment": "runner", "RetraceError": "runner", "RunResult": "runner", "Train": "runner",
-    "run": "runner", "stack_history": "runner", "summary": "runner", "trace_once": "runner",
-    "unstack_seed": "runner", "write_json": "runner",
+    "SEED_AXIS": "runner", "Train": "runner", "run": "runner",
+    "ChunkEnd": "experiment", "Experiment": "experiment", "RetraceError": "experiment",
+    "RunResult": "experiment", "stack_history": "experiment", "trace_once": "experiment",
+    "unstack_seed": "experiment",
+    "RESULTS_FILE": "workdir",
+    "summary": "results", "write_json": "results",
 }
 
 __all__ = sorted(_WHERE)

@@ -1,9 +1,12 @@
 """Entry points: the run-level flags (declared once), absl, and bad input as one line.
 
-Every experiment's main is ``cli_main(main)``; inside, ``run_flags(name)`` reads and checks the
-run-level flags (``--seeds --seed --workdir --checkpoint_every --keep_checkpoints --keep_every
---seed_loop``, declared once by ``define_run_flags``) before anything slow starts, and
-``run(experiment, run_flags)`` hands the experiment to the runner with them.
+An experiment's entry point is one call, ``cli.main("genrl_jax.generative.vae_run")`` (or
+``cli.main(SPEC)``): it connects a multi-process run, imports the module (so nothing it imports
+can start a JAX backend first), declares the run-level flags (``--seeds --seed --workdir
+--checkpoint_every --keep_checkpoints --keep_every --seed_loop --sweep``, here once) and one flag
+per field of the spec's configs, parses them, checks the run-level ones before anything slow
+starts, builds the run through ``Spec.experiment`` and runs it. Other programs (studies that
+drive several runs) use ``cli_main(main)`` with ``run_flags`` and ``run``.
 """
 
 from __future__ import annotations
@@ -23,17 +26,52 @@ from genrl_jax.run.errors import Aborted, Interrupted, UserError
 
 FLAGS = flags.FLAGS
 
-# A multi-process run connects now, before the entry point's other imports can start a JAX
-# backend (genrl_jax.run.distributed); a bad value is reported by cli_main in one line.
-try:
-  distributed.initialize_from_argv(sys.argv)
-  _DISTRIBUTED_ERROR = None
-except UserError as _e:
-  _DISTRIBUTED_ERROR = _e
+
+def main(spec, *, argv: list[str] | None = None) -> None:
+  """The whole entry point of an experiment: ``spec`` is a ``Spec`` or the name of the module
+  that exposes one (imported only after a multi-process run has connected)."""
+  connect(argv)
+  from genrl_jax.run import spec as spec_lib  # noqa: PLC0415
+  if isinstance(spec, str):
+    try:
+      spec = spec_lib.load(spec)
+    except UserError as e:
+      _exit_with_error(str(e))
+  define_run_flags(workdir=f"runs/{spec.name}", seeds=spec.seeds, chunk_label=spec.chunk_label)
+  from genrl_jax.run import config_flags  # noqa: PLC0415
+  for cls in spec.configs:
+    config_flags.define_flags(cls, module_name=spec.module)
+
+  def run_spec(unused_argv):
+    rf = run_flags(spec.name)
+    configs = tuple(config_flags.from_flags(cls) for cls in spec.configs)
+    saved = flags_dict(FLAGS, module_names=(__name__, spec.module))
+    result = run(spec.experiment(*configs), rf, config=saved)
+    if spec.report is not None:
+      spec.report(result)
+    from genrl_jax.run import runner  # noqa: PLC0415
+    print(f"wrote {os.path.join(rf.workdir, runner.RESULTS_FILE)} and the figures", flush=True)
+
+  cli_main(run_spec, host_device_per_core=spec.cpu_device_per_core)
 
 
-def define_run_flags(*, workdir: str, seeds: int = 1, seed_loop: str = "vmap",
-                     chunk_label: str = "chunk") -> None:
+_CONNECTION: dict = {}  # {"error": UserError | None} once the connection was attempted
+
+
+def connect(argv: list[str] | None = None) -> None:
+  """A multi-process run connects (once) before anything can start a JAX backend
+  (genrl_jax.run.distributed): ``main`` and ``cli_main`` call it first; a program that imports
+  gymnax at its top calls it before that import. A bad value is kept for ``cli_main`` to report
+  in one line."""
+  if "error" not in _CONNECTION:
+    try:
+      distributed.initialize_from_argv(sys.argv if argv is None else argv)
+      _CONNECTION["error"] = None
+    except UserError as e:
+      _CONNECTION["error"] = e
+
+
+def define_run_flags(*, workdir: str, seeds: int = 1, chunk_label: str = "chunk") -> None:
   """Declares the flags every experiment run takes (with this experiment's defaults)."""
   flags.DEFINE_integer("seeds", seeds, "Number of seeds trained side by side in one program "
                        "(see --seed_loop).")
@@ -46,12 +84,13 @@ def define_run_flags(*, workdir: str, seeds: int = 1, seed_loop: str = "vmap",
                        "keep.")
   flags.DEFINE_integer("keep_every", 0, f"Also keep every checkpoint whose {chunk_label} is a "
                        "multiple of this, for later replay (0 = off).")
-  flags.DEFINE_enum("seed_loop", seed_loop, list(devices.SEED_LOOPS),
+  flags.DEFINE_enum("seed_loop", "auto", list(devices.SEED_LOOPS),
                     "How each device runs its seeds: 'vmap' batches them into every op (what a "
                     "GPU or TPU needs), 'map' runs them one after another with unbatched ops "
                     "(suits a CPU: plain matmuls, each seed's parameters stay in cache), "
-                    "'auto' = map on CPU, vmap otherwise. Same results up to float rounding; "
-                    "may change on resume.")
+                    "'auto' = vmap for an experiment whose chunk uses collectives over the "
+                    "seeds, else map on CPU and vmap otherwise. Same results up to float "
+                    "rounding; may change on resume.")
   flags.DEFINE_string("coordinator_address", None, "Multi-process run: HOST:PORT of process 0 "
                       "(jax.distributed); with --num_processes and --process_id. Under SLURM "
                       "(srun) and on Cloud TPU VM pod slices they are detected instead.")
@@ -134,6 +173,7 @@ def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = F
   host_device_per_core: expose one XLA CPU device per core before jax starts, so the runner
   spreads the seeds over the cores (see genrl_jax.run.devices).
   """
+  connect()
   if host_device_per_core:
     devices.host_device_per_core()
   # Progress lines reach a log file or pipe as they are printed, not when a buffer fills.
@@ -150,9 +190,9 @@ def cli_main(main: Callable[[list[str]], object], host_device_per_core: bool = F
       if len(argv) > 1:
         raise UserError(f"unexpected arguments {' '.join(argv[1:])!r}; options are given as "
                         "--name=value (see --helpfull)")
-      if _DISTRIBUTED_ERROR is not None:
-        raise _DISTRIBUTED_ERROR
-      if "coordinator_address" in flags.FLAGS:  # connected at import; checks the parsed values
+      if _CONNECTION["error"] is not None:
+        raise _CONNECTION["error"]
+      if "coordinator_address" in flags.FLAGS:  # connected already; checks the parsed values
         distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
                                flags.FLAGS.process_id)
       return main(argv)

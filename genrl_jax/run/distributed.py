@@ -69,8 +69,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   if jax.distributed.is_initialized():
     return jax.process_count() > 1
   if _backends_started():
-    raise UserError("a multi-process run must connect before JAX starts; a module imported "
-                    "before genrl_jax.run.cli started it: import genrl_jax.run first")
+    raise UserError("a multi-process run must connect before JAX starts, and a module imported "
+                    "earlier (gymnax starts it) already did: start the program with "
+                    "genrl_jax.run.cli.main('<module>'), or call cli.connect() before that import")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(initialization_timeout=timeout_seconds, **kwargs)
   return jax.process_count() > 1

@@ -39,9 +39,18 @@ def versions() -> dict:
   return out
 
 
-def collect(name: str, config: dict | None, seed: int, seeds: int) -> dict:
+def entry_point() -> str | None:
+  """The module the program was started as (``python -m experiments.vae`` -> experiments.vae)."""
+  main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  return main_spec.name if main_spec is not None else None
+
+
+def collect(name: str, config: dict | None, seed: int, seeds: int,
+            spec: str | None = None) -> dict:
   return {
       "experiment": name,
+      "spec": spec,
+      "entry_point": entry_point(),
       "config": config or {},
       "seed": seed,
       "seeds": seeds,
@@ -55,10 +64,11 @@ def collect(name: str, config: dict | None, seed: int, seeds: int) -> dict:
 
 
 def write(path: str, name: str, config: dict | None, seed: int, seeds: int,
-          resumed_from: int = 0, placement: str | None = None) -> None:
-  """Writes (or, on resume, extends) run_info.json; earlier sessions are kept under 'sessions'."""
+          resumed_from: int = 0, placement: str | None = None, spec: str | None = None) -> None:
+  """Writes (or, on resume, extends) run_info.json; earlier sessions are kept under 'sessions'.
+  ``spec``: the module whose SPEC rebuilds the run (replay imports it)."""
   now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-  info = collect(name, config, seed, seeds)
+  info = collect(name, config, seed, seeds, spec)
   sessions = []
   if os.path.exists(path):
     try:

@@ -1,7 +1,7 @@
 """Reproducibility studies from a run's workdir: replay, determinism audit, seed extraction.
 
 Everything here stands on the runner's pieces: the experiment is rebuilt from run_info.json by
-its registry entry (``genrl_jax.registry``), placed by the same ``SeedPlacement``, restored by
+the ``SPEC`` of the module it recorded (``genrl_jax.run.spec``), placed by the same ``SeedPlacement``, restored by
 the same ``Checkpointer``, evaluated by the same jitted evaluation and summarized into the same
 results schema. Nothing here places seeds or evaluates on its own.
 
@@ -22,12 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genrl_jax import registry
 from genrl_jax.errors import UserError
 from genrl_jax.run import checkpoint as checkpoint_lib
 from genrl_jax.run import files
 from genrl_jax.run import info as run_info_lib
 from genrl_jax.run import runner
+from genrl_jax.run import spec as spec_lib
 from genrl_jax.run import sweep as sweep_lib
 from genrl_jax.run import workdir_lock
 from genrl_jax.run.placement import SeedPlacement
@@ -97,11 +97,12 @@ def load(workdir: str) -> LoadedRun:
   check_run_info(info, path)
   config = info.get("config") or {}
   try:
-    experiment = registry.build(info["experiment"], config)
+    experiment = spec_lib.for_run(info).from_flag_values(config, name=info["experiment"])
     grid = (sweep_lib.parse(config["sweep"], experiment.sweepable, info["experiment"])
             if config.get("sweep") else None)  # a --sweep run: its cells, as it ran them
     placement = SeedPlacement(info["seeds"], info["seed"],
-                              config.get("seed_loop") or experiment.seed_loop, sweep=grid)
+                              runner.seed_loop_for(experiment, config.get("seed_loop")),
+                              sweep=grid)
     run = LoadedRun(workdir=workdir, info=info, experiment=experiment, placement=placement,
                     compiled=runner.Compiled(experiment, placement),
                     data=placement.place_data(experiment.data))
@@ -137,8 +138,13 @@ def check_run_info(info: dict, path: str) -> None:
   if not isinstance(name, str) or not name:
     refuse("'experiment' is missing" if name is None else f"'experiment' must be a name, got "
            f"{name!r}")
-  if registry.base_name(name) not in registry.BUILDERS:
-    refuse(f"no replay for experiment {name!r}: known are {', '.join(sorted(registry.BUILDERS))}")
+  for key in ("spec", "entry_point"):
+    if info.get(key) is not None and not isinstance(info[key], str):
+      refuse(f"{key!r} must be a module name, got {info[key]!r}")
+  if not info.get("spec"):
+    known = spec_lib.library_specs()
+    if spec_lib.base_name(name) not in known:
+      refuse(f"no replay for experiment {name!r}: known are {', '.join(sorted(known))}")
   for key, low, words in (("seeds", 1, "an integer >= 1"), ("seed", None, "an integer")):
     if key not in info:
       refuse(f"{key!r} is missing")
@@ -378,9 +384,16 @@ def extract_seed(run: LoadedRun, index: int, out_dir: str, step: int | None = No
 
 def continue_command(run: LoadedRun, seed: int, out_dir: str) -> str:
   """The entry point's command with the run's flags, for one seed, in ``out_dir``."""
-  module = registry.ENTRY_POINTS.get(registry.base_name(run.info["experiment"]), "experiments.?")
+  module = run.info.get("entry_point") or _module_of_script((run.info.get("argv") or ["?"])[0])
   dropped = ("--seeds", "--seed", "--workdir")
   args = [a for a in (run.info.get("argv") or [])[1:]
           if not any(a == d or a.startswith(d + "=") for d in dropped)]
   return shlex.join(["python", "-m", module, *args, "--seeds=1", f"--seed={seed}",
                      f"--workdir={out_dir}"])
+
+
+def _module_of_script(path: str) -> str:
+  """``.../experiments/vae.py`` -> ``experiments.vae`` (a run_info.json written before the entry
+  point's module was recorded keeps only the script's path)."""
+  parent, base = os.path.split(os.path.splitext(path)[0])
+  return f"{os.path.basename(parent)}.{base}" if parent else base
