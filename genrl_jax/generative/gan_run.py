@@ -32,6 +32,7 @@ from genrl_jax.generative.settings import JudgeConfig
 from genrl_jax.run import files
 from genrl_jax.run import plots
 from genrl_jax.run import spec
+from genrl_jax.run.schedule import Every
 
 SNAPSHOT_ROWS = "snapshots.jsonl"
 GRID_SIZE = 64
@@ -120,6 +121,7 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
   judge = evaluator_lib.load_or_train(dataset, data_config.dataset, evaluator_dir)
   noise = fixed_noise(config)
   iterations = gan.snapshot_iterations(config)
+  snapshots = Every(on=tuple(i // config.iterations_per_chunk for i in iterations))
   # Real held-out reference: eval_samples training images (fixed draw) against the test fit.
   pick = np.random.default_rng(NOISE_SEED).choice(len(dataset.train_images),
                                                    min(config.eval_samples,
@@ -132,9 +134,9 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
   samplers = {}
 
   def after_chunk(end: runner.ChunkEnd):
-    iteration = end.done * config.iterations_per_chunk
-    if iteration not in iterations or end.workdir is None:
+    if not snapshots.due(end.done) or end.workdir is None:
       return
+    iteration = end.done * config.iterations_per_chunk
     if "fn" not in samplers:
       samplers["fn"] = end.placement.jit(train.static.sample)
     grid = np.asarray(samplers["fn"](end.state, noise["grid"]))  # [S, 64, H, W, C]

@@ -25,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from genrl_jax.errors import UserError
+from genrl_jax.run.schedule import Every
 
 
 def _is_key(x) -> bool:
@@ -187,14 +188,14 @@ class _Retention(ocp.checkpoint_managers.PreservationPolicy):
   of ``keep_every`` (None: none), and every step found unreadable (never deleted, never counted)."""
 
   def __init__(self, keep: int, keep_every: int | None, unreadable: set[int]):
-    self.keep, self.keep_every, self.unreadable = keep, keep_every, unreadable
+    self.keep, self.kept, self.unreadable = keep, Every(keep_every or 0), unreadable
 
   def should_preserve(self, checkpoints, *, context):
     del context
     steps = [info.step for info in checkpoints]
     newest = set(sorted((s for s in steps if s not in self.unreadable), reverse=True)[:self.keep])
     return [s in newest or s in self.unreadable
-            or (self.keep_every is not None and s % self.keep_every == 0) for s in steps]
+            or self.kept.due(s) for s in steps]
 
 
 def _first_line(e: BaseException, limit: int = 200) -> str:
@@ -302,7 +303,7 @@ class Checkpointer:
     restored = None
     readable = 0
     for step in reversed(self.all_steps()):
-      multiple = self.keep_every is not None and step % self.keep_every == 0
+      multiple = Every(self.keep_every or 0).due(step)
       if restored is not None and readable >= self.keep and multiple:
         continue  # kept by keep_every whatever its state, and outside the newest-`keep` count.
       if restored is None:

@@ -47,6 +47,7 @@ from genrl_jax.run.placement import SeedPlacement, seed_keys  # noqa: F401
 from genrl_jax.run.progress import Heartbeat, format_duration, progress_line
 from genrl_jax.run.results import (results_document, summary, write_json,  # noqa: F401
                                    write_results)
+from genrl_jax.run.schedule import Every
 from genrl_jax.run.signals import StopRequest, signals_ignored
 from genrl_jax.run.tensorboard import TensorBoardLog
 from genrl_jax.run.workdir import (CHECKPOINT_DIR, METRICS_FILE, RESULTS_FILE,  # noqa: F401
@@ -155,6 +156,7 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
   placement = compiled.placement
   chunk_seconds: list[float] = []
   last_saved = start
+  evaluations, saves = Every(exp.evaluate_every), Every(checkpoint_every, last=True)
   if exp.after_chunk is not None and start == 0:
     _after_chunk(exp, ChunkEnd(0, state, {}, workdir, placement, data))
   with StopRequest(log) as stop:
@@ -165,7 +167,7 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
       seconds = time.perf_counter() - t0
       chunk_seconds.append(seconds)
       done = index + 1
-      if compiled.evaluate is not None and exp.evaluate_every and done % exp.evaluate_every == 0:
+      if compiled.evaluate is not None and evaluations.due(done, exp.num_chunks):
         metrics.update({f"eval_{k}": v for k, v in evaluate(compiled, state, data).items()})
       if metrics_log is not None:
         with stop.saving():  # (a second ^C never cuts a file write: not this, nor below)
@@ -182,8 +184,7 @@ def _chunk_loop(exp: Experiment, compiled: Compiled, state, data, start: int,
 
       # Across processes the stop is agreed (any process signalled), so all stop at this chunk.
       stopping = distributed.any_process(stop.requested)
-      if checkpointer is not None and (done % checkpoint_every == 0 or done == exp.num_chunks
-                                       or stopping):
+      if checkpointer is not None and (saves.due(done, exp.num_chunks) or stopping):
         with stop.saving():
           checkpointer.save(done, state)
         last_saved = done
