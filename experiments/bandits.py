@@ -11,7 +11,6 @@ curves as a PNG (the shape of the book's Figure 2.2).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -23,7 +22,8 @@ import numpy as np
 from genrl_jax import run as runner
 from genrl_jax.rl import bandits
 from genrl_jax.run import info
-from genrl_jax.run.runner import RUN_INFO_FILE
+from genrl_jax.run.results import results_document, write_json
+from genrl_jax.run.workdir import RESULTS_FILE, RUN_INFO_FILE
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bandits",
                                "Directory for the plot (bandits_<env>.png), results.json and "
@@ -127,9 +127,9 @@ def main(argv):
         "xlabel": "steps", "ylabel": "% optimal action"}],
       title=f"{_ENV.value}, {_RUNS.value} runs, {update}, Q_1={_INITIAL_VALUE.value}")
   print(f"  plot: {png}")
-  with open(os.path.join(_WORKDIR.value, "results.json"), "w") as f:
-    json.dump({"arms": arms, "seconds": seconds, "compile_seconds": compile_seconds,
-               "epsilons": results}, f, indent=1)  # the flags are in run_info.json.
+  write_json(os.path.join(_WORKDIR.value, RESULTS_FILE), results_document(
+      "bandits", runner.flags_dict(flags.FLAGS), [_SEED.value], {},
+      {"arms": arms, "seconds": seconds, "compile_seconds": compile_seconds, "epsilons": results}))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ area under each learning curve.
 
 from __future__ import annotations
 
-import json
 import os
 
 from absl import flags
@@ -29,7 +28,8 @@ from genrl_jax import run as runner
 from genrl_jax.rl import tabular
 from genrl_jax.rl import tabular_pg
 from genrl_jax.run import info
-from genrl_jax.run.runner import RUN_INFO_FILE
+from genrl_jax.run.results import results_document, write_json
+from genrl_jax.run.workdir import RESULTS_FILE, RUN_INFO_FILE
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/pg_estimators",
                                "Directory for the plots (estimators.png, learning_curves.png), "
@@ -227,8 +227,8 @@ def main(argv):
     results["learning"] = learning_curves(
         k_learn, _SEEDS.value, _LEARN_EPISODES.value, _LEARN_MAX_STEPS.value, _ALPHA.value,
         _ALPHA_THETA.value, _ALPHA_W.value, _WORKDIR.value)
-  with open(os.path.join(_WORKDIR.value, "results.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  write_json(os.path.join(_WORKDIR.value, RESULTS_FILE), results_document(
+      "pg_estimators", runner.flags_dict(flags.FLAGS), [_SEED.value], {}, results))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ gradient theorem and autodiff through the linear solve.
 
 from __future__ import annotations
 
-import json
 import os
 
 from absl import flags
@@ -23,7 +22,8 @@ import numpy as np
 from genrl_jax import run as runner
 from genrl_jax.rl import tabular
 from genrl_jax.run import info
-from genrl_jax.run.runner import RUN_INFO_FILE
+from genrl_jax.run.results import results_document, write_json
+from genrl_jax.run.workdir import RESULTS_FILE, RUN_INFO_FILE
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/tabular",
                                "Directory for the J(p) plot (corridor_J.png), results.json and "
@@ -135,8 +135,8 @@ def main(argv):
              runner.flags_dict(flags.FLAGS), seed=0, seeds=0)  # exact: no randomness.
   results = {"chain": chain_report(gammas),
              "corridor": corridor_report(_WORKDIR.value, _TABLE_STEP.value, _GRID.value)}
-  with open(os.path.join(_WORKDIR.value, "results.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  write_json(os.path.join(_WORKDIR.value, RESULTS_FILE), results_document(
+      "tabular", runner.flags_dict(flags.FLAGS), [], {}, results))  # the one schema; tables in extra
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pytest
 
 import experiment_cli
 from genrl_jax.rl import bandits
+from genrl_jax.run.results import read as read_results
 
 
 def test_sample_average_equals_plain_mean_per_arm():
@@ -96,7 +97,7 @@ def test_experiment_end_to_end(tmp_path):
       "experiments.bandits", f"--workdir={tmp_path}", "--runs=64", "--steps=50",
       "--update=constant", "--initial_value=2", "--epsilons=0,0.1")
   assert proc.returncode == 0, proc.stderr
-  results = json.loads((tmp_path / "results.json").read_text())
+  results = read_results(str(tmp_path / "results.json"))["extra"]
   assert set(results["epsilons"]) == {"0.0", "0.1"}
   assert results["arms"] == 10
   config = json.loads((tmp_path / "run_info.json").read_text())["config"]

@@ -1,6 +1,5 @@
 """Tests for genrl_jax.rl.tabular_pg: REINFORCE estimators against the exact policy gradient."""
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +10,7 @@ import experiment_cli
 from genrl_jax import losses
 from genrl_jax.rl import tabular
 from genrl_jax.rl import tabular_pg
+from genrl_jax.run.results import read as read_results
 
 
 @pytest.fixture(autouse=True)
@@ -135,7 +135,7 @@ def test_experiment_end_to_end(tmp_path):
     assert name in proc.stdout
   assert (tmp_path / "estimators.png").stat().st_size > 1000
   assert (tmp_path / "learning_curves.png").stat().st_size > 1000
-  results = json.loads((tmp_path / "results.json").read_text())
+  results = read_results(str(tmp_path / "results.json"))["extra"]
   exact = tabular.softmax_policy_gradient_theorem(tabular.short_corridor_mdp(jnp.float64),
                                                   _corridor_theta([0.6, 0.4, 0.7]))
   np.testing.assert_allclose(results["estimators"]["exact"], np.asarray(exact)[:3], rtol=1e-10)

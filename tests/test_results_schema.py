@@ -51,3 +51,24 @@ def test_readme_shows_the_tested_toy_experiment():
   with open(os.path.join(ROOT, "tests", "toy_experiment.py")) as f:
     toy = f.read()
   assert f"```python\n{toy}```" in readme
+
+
+def test_the_one_reader_refuses_another_layout_and_damage_in_one_line(tmp_path):
+  import pytest  # noqa: PLC0415
+  from genrl_jax.errors import UserError  # noqa: PLC0415
+  from genrl_jax.run import results  # noqa: PLC0415
+  good = results.results_document("bandits", {"seed": 0}, [0], {}, {"arms": 10})
+  results.write_json(str(tmp_path / "good.json"), good)
+  assert results.read(str(tmp_path / "good.json")) == good
+  # The studies' layout before they wrote the one schema; a summary over the wrong seeds; a cut file.
+  (tmp_path / "old.json").write_text(json.dumps({"arms": 10, "epsilons": {}}))
+  with pytest.raises(UserError, match="not the results schema"):
+    results.read(str(tmp_path / "old.json"))
+  bad = dict(good, metrics={"x": {"per_seed": [1.0, 2.0], "mean": 1.5, "ci95_half_width": 0.1,
+                                  "iqm": 1.5}})
+  (tmp_path / "bad.json").write_text(json.dumps(bad))
+  with pytest.raises(UserError, match="over its 1 seeds"):
+    results.read(str(tmp_path / "bad.json"))
+  (tmp_path / "cut.json").write_text(json.dumps(good)[:20])
+  with pytest.raises(UserError, match="cut.json"):
+    results.read(str(tmp_path / "cut.json"))

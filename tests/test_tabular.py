@@ -1,7 +1,6 @@
 """Tests for genrl_jax.rl.tabular: DP against brute force, the policy-gradient theorem, J(p)."""
 
 import itertools
-import json
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +10,7 @@ import pytest
 import experiment_cli
 from genrl_jax.rl import tabular
 from genrl_jax.rl import tabular_pg
+from genrl_jax.run.results import read as read_results
 
 
 @pytest.fixture(autouse=True)
@@ -260,7 +260,7 @@ def test_experiment_end_to_end(tmp_path):
   assert proc.returncode == 0, proc.stderr
   assert "maximiser p* = 0.586" in proc.stdout
   assert (tmp_path / "corridor_J.png").stat().st_size > 1000
-  results = json.loads((tmp_path / "results.json").read_text())
+  results = read_results(str(tmp_path / "results.json"))["extra"]
   for gamma in (0.1, 0.99):
     actions, v_star = _chain_brute_force(gamma)
     assert tuple(results["chain"][str(gamma)]["policy"]) == actions

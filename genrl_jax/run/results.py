@@ -19,6 +19,30 @@ if TYPE_CHECKING:
   from genrl_jax.run.experiment import Experiment, RunResult
 
 
+SCHEMA_KEYS = ("experiment", "config", "seeds", "metrics", "extra")
+SUMMARY_KEYS = ("per_seed", "mean", "ci95_half_width", "iqm")
+
+
+def read(path: str) -> dict:
+  """A results.json, any experiment's (the studies' too: their tables are its ``extra``), after
+  checking the schema; damage or another layout is one ``UserError`` naming the file."""
+  from genrl_jax.errors import UserError  # noqa: PLC0415
+  from genrl_jax.run import files  # noqa: PLC0415
+  try:
+    doc = files.read_json(path, "the run's results")
+  except files.DamagedFile as e:
+    raise UserError(str(e)) from None
+  if set(doc) != set(SCHEMA_KEYS):
+    raise UserError(f"{path} has keys {sorted(doc)}, not the results schema's "
+                    f"{list(SCHEMA_KEYS)}; was it written by another program?")
+  for name, s in doc["metrics"].items():
+    if not isinstance(s, dict) or set(s) != set(SUMMARY_KEYS) or len(s["per_seed"]) != len(
+        doc["seeds"]):
+      raise UserError(f"{path}: metric {name!r} is not a summary {{{', '.join(SUMMARY_KEYS)}}} "
+                      f"over its {len(doc['seeds'])} seeds")
+  return doc
+
+
 def summary(values) -> dict:
   """{per_seed, mean, ci95_half_width, iqm} of a per-seed value: results.json's one schema."""
   x = np.asarray(values, dtype=np.float64).reshape(-1)
