@@ -178,8 +178,8 @@ def results_extra(sweep: Sweep, seeds: np.ndarray) -> dict:
 def plot(path: str, sweep: Sweep, metrics: Mapping[str, Any], num_seeds: int,
          title: str | None = None) -> str:
   """Each metric's final value against the first swept field (one panel per metric): mean over
-  seeds with its 95 % CI (``stats.mean_ci``, a t interval) as a band, each seed a dot; with
-  several swept fields, one line per combination of the others. Log x when the values span
+  seeds with its 95 % CI (``stats.mean_ci``, a percentile bootstrap) as a band, each seed a
+  dot; with several swept fields, one line per combination of the others. Log x when the values span
   more than a factor of 10 and are positive."""
   from genrl_jax.run import plots, stats  # noqa: PLC0415 (matplotlib only when plotting)
   plt = plots.plt
