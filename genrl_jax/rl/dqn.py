@@ -138,8 +138,6 @@ class DQNConfig:
       0, "Also evaluate the greedy policy after every this many chunks (eval_* metrics); 0 = only "
       "at the end.", check=cfg.non_negative)
 
-  total_updates = 0  # the budget is in env steps (``report.plot_returns`` reads this)
-
   @property
   def budget(self) -> int:
     return self.total_env_steps

@@ -24,7 +24,8 @@ def make_experiment(config: dqn.DQNConfig, target: float | None) -> runner.Exper
   """
   train = dqn.make_train(config)
   kind = "Double DQN" if config.double_dqn else "DQN"
-  hooks = report.hooks(config, target, f"{kind} on {config.env_id}", curve_label="latest episode")
+  hooks = report.hooks(config.curve_marks(), "env steps per seed", target,
+                       f"{kind} on {config.env_id}", curve_label="latest episode")
 
   def summarize(result: runner.RunResult):
     metrics, extra = hooks["summarize"](result)

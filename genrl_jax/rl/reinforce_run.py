@@ -18,7 +18,8 @@ def make_experiment(config: reinforce.ReinforceConfig, target: float | None) -> 
   title = f"REINFORCE on {config.env_id}: {config.estimator}, baseline {config.baseline}"
   return runner.Experiment(
       init=train.init, chunk=train.chunk, num_chunks=config.num_chunks, data=None,
-      **report.hooks(config, target, title),
+      **report.hooks(config.curve_marks(), "updates" if config.total_updates else
+                     "env steps per seed", target, title),
       progress=(("episode_return", "return"), ("return_last100", "last-100 return"),
                 ("env_steps", "env steps"), ("updates", "updates")),
       finite_key="grad_norm_max",

@@ -74,7 +74,7 @@ def summarize(history: list[dict[str, np.ndarray]], target: float | None
   return metrics, extra
 
 
-def hooks(config, target: float | None, title: str,
+def hooks(marks: list[int], x_label: str, target: float | None, title: str,
           curve_label: str = "episodes of the update") -> dict:
   """The ``summarize`` and ``figures`` hooks of an RL experiment (``Experiment(**hooks(...))``):
   results from the learning curve, and return.png."""
@@ -82,8 +82,8 @@ def hooks(config, target: float | None, title: str,
     return summarize(result.history, target)
 
   def figures(result, out_dir: str):
-    return [plot_returns(os.path.join(out_dir, "return.png"), result.history, config, title,
-                         curve_label)]
+    return [plot_returns(os.path.join(out_dir, "return.png"), result.history, marks, x_label,
+                         title, curve_label)]
 
   return {"summarize": summarize_run, "figures": figures}
 
@@ -105,14 +105,11 @@ def headline(results: dict) -> str:
   return line
 
 
-def plot_returns(path: str, history: list[dict[str, np.ndarray]], config, title: str,
-                 curve_label: str = "episodes of the update") -> str:
-  """Episodic return vs env steps: mean (left) and IQM (right) over seeds with 95 % CI bands.
-
-  ``config`` gives the x positions (``curve_marks()``) and the axis (``total_updates``).
-  """
+def plot_returns(path: str, history: list[dict[str, np.ndarray]], marks: list[int],
+                 x_label: str, title: str, curve_label: str = "episodes of the update") -> str:
+  """Episodic return vs the budget's counter: mean (left) and IQM (right) over seeds with 95 %
+  CI bands; ``marks`` are the counter values of the curve points (``config.curve_marks()``)."""
   import matplotlib.pyplot as plt  # noqa: PLC0415 (after run.plots selected Agg)
-  marks = config.curve_marks()
   ret = curves(history, "curve_return")
   last100 = curves(history, "curve_return_last100")
   x = np.asarray(marks[:ret.shape[1]], np.float64)
@@ -122,8 +119,7 @@ def plot_returns(path: str, history: list[dict[str, np.ndarray]], config, title:
     plots.band(ax, x, last100, label="last 100 episodes", statistic=statistic)
     ax.set_title(f"{'IQM' if statistic == 'iqm' else 'mean'} over {ret.shape[0]} seeds, "
                  "95% bootstrap CI")
-    ax.set_xlabel("env steps per seed" if getattr(config, "total_updates", 0) == 0
-                  else "updates")
+    ax.set_xlabel(x_label)
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("episodic return")
   axes[0].legend(loc="lower right")
