@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from genrl_jax.run import Checkpointer, UserError
-from genrl_jax.run import checkpoint as checkpoint_lib
+from genrl_jax.run import failed_reads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -238,7 +238,7 @@ class _CallsIntoClosedLoop:
 def test_closed_loop_callbacks_are_dropped_and_other_unraisables_passed_on(tmp_path, monkeypatch):
   seen = []
   monkeypatch.setattr("sys.unraisablehook", lambda u: seen.append(str(u.exc_value)))
-  checkpoint_lib._silence_failed_read_leftovers(str(tmp_path / "4"))
+  failed_reads.silence_leftovers(str(tmp_path / "4"))
   loop = asyncio.new_event_loop()
   loop.close()
   obj = _CallsIntoClosedLoop(loop)
@@ -251,7 +251,7 @@ def test_closed_loop_callbacks_are_dropped_and_other_unraisables_passed_on(tmp_p
 
 def test_unretrieved_read_errors_of_a_damaged_step_are_not_logged(tmp_path, caplog):
   damaged, other = str(tmp_path / "4"), str(tmp_path / "40")
-  checkpoint_lib._silence_failed_read_leftovers(damaged)
+  failed_reads.silence_leftovers(damaged)
 
   async def read(path):
     raise ValueError(f'OUT_OF_RANGE: Error reading "w/0.0" at local file "{path}/default/"')
@@ -274,7 +274,7 @@ def test_unretrieved_read_errors_of_a_damaged_step_are_not_logged(tmp_path, capl
 def test_unretrieved_future_errors_of_a_damaged_step_are_not_logged(tmp_path, caplog):
   # The same read failure on a bare Future (asyncio words it "Future exception ...").
   damaged, other = str(tmp_path / "7"), str(tmp_path / "70")
-  checkpoint_lib._silence_failed_read_leftovers(damaged)
+  failed_reads.silence_leftovers(damaged)
 
   def fail_unretrieved(path):
     loop = asyncio.new_event_loop()
