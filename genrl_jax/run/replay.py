@@ -145,6 +145,9 @@ def check_run_info(info: dict, path: str) -> None:
     known = spec_lib.library_specs()
     if spec_lib.base_name(name) not in known:
       refuse(f"no replay for experiment {name!r}: known are {', '.join(sorted(known))}")
+  elif spec_lib.load(info["spec"]).name != spec_lib.base_name(name):
+    refuse(f"no replay for experiment {name!r}: the module it recorded ({info['spec']}) builds "
+           f"{spec_lib.load(info['spec']).name!r}")
   for key, low, words in (("seeds", 1, "an integer >= 1"), ("seed", None, "an integer")):
     if key not in info:
       refuse(f"{key!r} is missing")
