@@ -1,7 +1,9 @@
 """Evaluator: the Fréchet distance against a closed form and scipy's sqrtm, the classifier score
 against hand-computed cases, and a trained classifier that scores real images far better than
-pixel-shuffled and noise images; the cache is reused, and a damaged one is retrained."""
+pixel-shuffled and noise images; the cache is reused, and a damaged one or one of an older
+format is retrained."""
 
+import json
 import os
 
 import numpy as np
@@ -11,7 +13,7 @@ import scipy.linalg
 from genrl_jax.generative import evaluator
 from tests import gen_data
 
-SETTINGS = evaluator.TrainSettings(epochs=3, batch_size=64, feature_dim=32)
+SETTINGS = evaluator.TrainSettings(epochs=4, batch_size=64, feature_dim=32, learning_rate=3e-3)
 
 
 def test_frechet_distance_of_diagonal_gaussians_matches_closed_form():
@@ -109,3 +111,18 @@ def test_cache_is_reused_and_a_damaged_cache_is_retrained(judge, capsys):
   lines = []
   evaluator.load_or_train(other, "banded", cache, SETTINGS, log=lines.append)
   assert "fingerprint" in lines[0]
+
+
+def test_a_cache_of_an_older_format_is_retrained_in_one_warning(judge):
+  _, cache = judge
+  meta_path = os.path.join(cache, "banded", evaluator.META_FILE)
+  with open(meta_path) as f:
+    meta = json.load(f)
+  meta["format"] = 2
+  with open(meta_path, "w") as f:
+    json.dump(meta, f)
+  lines = []
+  evaluator.load_or_train(gen_data.dataset(), "banded", cache, SETTINGS, log=lines.append)
+  assert len(lines) == 2, lines
+  assert lines[0].startswith("warning: evaluator: the cache in") and "format=2" in lines[0]
+  assert lines[1].startswith("evaluator: trained on")

@@ -1,4 +1,4 @@
-"""An independent judge of generated images: a small convnet classifier trained once per data set.
+"""A judge of generated images: a small convnet classifier trained once per data set.
 
 Three numbers for a batch of generated images in [0, 1]:
 
@@ -17,6 +17,10 @@ that is the 9k-image train part of ``images.load``'s fixed split), its test accu
 and its parameters are cached in ``<cache_dir>/<dataset>/`` with the training data's
 fingerprint: later runs on the same split load them; a damaged or foreign cache is reported in
 one line and the classifier is retrained.
+
+This module's judge is "convnet" (``Classifier``, ``train_classifier``); ``judges`` adds a second,
+independent one and scores a batch with both. The training loop (``fit``), the cache
+(``load_or_train_judge``) and ``Evaluator`` are shared by the two.
 """
 
 from __future__ import annotations
@@ -41,37 +45,45 @@ from genrl_jax.run import files
 Array = jnp.ndarray
 PARAMS_FILE = "params.npz"
 META_FILE = "evaluator.json"
-_FORMAT = 2
+_FORMAT = 3  # 3: the convnet's recipe gained weight decay, a cosine schedule, dropout, shifts
 
 
 class Classifier(nn.Module):
   """images [B, H, W, C] in [0, 1] -> (logits [B, K], features [B, F]).
 
-  Conv(32, 3x3, /2) -> ReLU -> Conv(64, 3x3, /2) -> ReLU -> Dense(F) -> ReLU (the features)
-  -> Dense(K). The convolutions are ``conv.PatchConv`` (patches @ kernel; the same function
+  Conv(32, 3x3, /2) -> ReLU -> Conv(64, 3x3, /2) -> ReLU -> [dropout] -> Dense(F) -> ReLU (the
+  features) -> [dropout] -> Dense(K); dropout only when ``train``. The convolutions are ``conv.PatchConv`` (patches @ kernel; the same function
   as ``nn.Conv``), which keeps XLA's CPU backend fast inside the training scan (see
   ``genrl_jax.models.conv``).
   """
   num_classes: int = 10
   feature_dim: int = 128
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x: Array) -> tuple[Array, Array]:
+  def __call__(self, x: Array, train: bool = False) -> tuple[Array, Array]:
     h = nn.relu(conv.PatchConv(32, 3, 2, name="conv_0")(x))
     h = nn.relu(conv.PatchConv(64, 3, 2, name="conv_1")(h))
-    h = h.reshape((h.shape[0], -1))
+    h = nn.Dropout(self.dropout, deterministic=not train)(h.reshape((h.shape[0], -1)))
     features = nn.relu(nn.Dense(self.feature_dim, name="features")(h))
-    return nn.Dense(self.num_classes, name="logits")(features), features
+    logits = nn.Dense(self.num_classes, name="logits")(
+        nn.Dropout(self.dropout, deterministic=not train)(features))
+    return logits, features
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-  """How the classifier is trained (part of the cache's identity)."""
+  """How the convnet is trained (part of the cache's identity): AdamW (``weight_decay``) with the
+  learning rate decayed to 0 on a cosine over the run, dropout, and each training image shifted
+  by a random whole number of pixels in [-shift, shift] along each axis (``random_shift``)."""
   epochs: int = 15
   batch_size: int = 128
   learning_rate: float = 1e-3
   seed: int = 0
   feature_dim: int = 128
+  weight_decay: float = 1e-4
+  dropout: float = 0.25
+  shift: int = 1
 
 
 # --- the three numbers ------------------------------------------------------------------------
@@ -159,41 +171,75 @@ def _to_unit(images_u8: Array) -> Array:
   return images_u8.astype(jnp.float32) / 255.0
 
 
-def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, num_classes: int,
-                     settings: TrainSettings) -> Any:
-  """Adam on the mean cross-entropy, ``settings.epochs`` passes over fresh permutations (the last
-  partial batch dropped), one jitted lax.scan per epoch; returns the parameters."""
-  model = Classifier(num_classes=num_classes, feature_dim=settings.feature_dim)
+def random_shift(key: jax.Array, x: Array, pixels: int) -> Array:
+  """x [B, H, W, C], each image moved by its own random (dy, dx) in [-pixels, pixels]^2 whole
+  pixels, the uncovered border filled with 0 (the background)."""
+  if pixels <= 0:
+    return x
+  b, h, w, c = x.shape
+  padded = jnp.pad(x, ((0, 0), (pixels, pixels), (pixels, pixels), (0, 0)))
+  offsets = jax.random.randint(key, (b, 2), 0, 2 * pixels + 1)
+  return jax.vmap(lambda image, o: jax.lax.dynamic_slice(image, (o[0], o[1], 0), (h, w, c)))(
+      padded, offsets)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+  return n // min(batch_size, n)
+
+
+def fit(loss_fn: Callable[..., tuple[Array, Any]], params: Any, state: Any,
+        optimizer: optax.GradientTransformation, train_images: np.ndarray,
+        train_labels: np.ndarray, epochs: int, batch_size: int, key: jax.Array) -> tuple[Any, Any]:
+  """Minimises ``loss_fn(params, state, images_u8 [B, ...], labels [B], key) -> (loss, new
+  state)`` (the state: batch-norm statistics, or {}) over ``epochs`` passes of fresh permutations
+  (the last partial batch dropped), one jitted lax.scan per epoch; returns (params, state)."""
   x_all = jnp.asarray(train_images)
   y_all = jnp.asarray(train_labels.astype(np.int32))
   n = x_all.shape[0]
-  batch = min(settings.batch_size, n)
-  n_batches = n // batch
-  optimizer = optax.adam(settings.learning_rate)
-  key = jax.random.key(settings.seed)
-  init_key, key = jax.random.split(key)
-  params = model.init(init_key, jnp.zeros((1,) + x_all.shape[1:]))["params"]
+  batch = min(batch_size, n)
+  n_batches = steps_per_epoch(n, batch)
   opt_state = optimizer.init(params)
 
-  def loss_fn(p, x, y):
-    logits, _ = model.apply({"params": p}, _to_unit(x))
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-
   @jax.jit
-  def epoch(params, opt_state, epoch_key):
-    order = jax.random.permutation(epoch_key, n)[:n_batches * batch].reshape(n_batches, batch)
+  def epoch(params, state, opt_state, epoch_key):
+    order_key, step_key = jax.random.split(epoch_key)
+    order = jax.random.permutation(order_key, n)[:n_batches * batch].reshape(n_batches, batch)
 
-    def body(carry, idx):
-      p, s = carry
-      loss, grads = jax.value_and_grad(loss_fn)(p, x_all[idx], y_all[idx])
-      updates, s = optimizer.update(grads, s, p)
-      return (optax.apply_updates(p, updates), s), loss
+    def body(carry, inputs):
+      p, s, o = carry
+      idx, k = inputs
+      (loss, s), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, s, x_all[idx], y_all[idx], k)
+      updates, o = optimizer.update(grads, o, p)
+      return (optax.apply_updates(p, updates), s, o), loss
 
-    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), order)
-    return params, opt_state, jnp.mean(losses)
+    (params, state, opt_state), losses = jax.lax.scan(
+        body, (params, state, opt_state), (order, jax.random.split(step_key, n_batches)))
+    return params, state, opt_state, jnp.mean(losses)
 
-  for e in range(settings.epochs):
-    params, opt_state, _ = epoch(params, opt_state, jax.random.fold_in(key, e))
+  for e in range(epochs):
+    params, state, opt_state, _ = epoch(params, state, opt_state, jax.random.fold_in(key, e))
+  return params, state
+
+
+def train_classifier(train_images: np.ndarray, train_labels: np.ndarray, num_classes: int,
+                     settings: TrainSettings) -> Any:
+  """The convnet's recipe (``TrainSettings``) on the mean cross-entropy; returns the parameters."""
+  model = Classifier(num_classes=num_classes, feature_dim=settings.feature_dim,
+                     dropout=settings.dropout)
+  init_key, key = jax.random.split(jax.random.key(settings.seed))
+  params = model.init(init_key, jnp.zeros((1,) + train_images.shape[1:]))["params"]
+  steps = settings.epochs * steps_per_epoch(len(train_images), settings.batch_size)
+  optimizer = optax.adamw(optax.cosine_decay_schedule(settings.learning_rate, max(steps, 1)),
+                          weight_decay=settings.weight_decay)
+
+  def loss_fn(p, state, x, y, k):
+    shift_key, dropout_key = jax.random.split(k)
+    logits, _ = model.apply({"params": p}, random_shift(shift_key, _to_unit(x), settings.shift),
+                            True, rngs={"dropout": dropout_key})
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y)), state
+
+  params, _ = fit(loss_fn, params, {}, optimizer, train_images, train_labels, settings.epochs,
+                  settings.batch_size, key)
   return params
 
 
@@ -228,24 +274,50 @@ def _load(directory: str, template: Any, expected: dict) -> tuple[Any, dict]:
 
 
 class Evaluator:
-  """A trained classifier plus the real test images' statistics; ``judge`` scores a batch."""
+  """A trained classifier plus the real test images' statistics; ``judge`` scores a batch.
+
+  ``name`` says which judge it is. ``real_probs`` [N_test, K] and ``real_features`` are its
+  outputs on the real test images (``real_mean``, ``real_cov`` their Gaussian fit, the Fréchet
+  distance's reference), ``real_classifier_score`` their classifier score; with ``test_labels``,
+  ``test_accuracy`` and ``real_accuracy_per_label`` [K] its accuracy on them. With
+  ``reference_images_u8`` (real images it did not test on: a subset of the training split),
+  ``real_frechet_distance(n)`` is the distance that n real images reach.
+  """
 
   def __init__(self, params: Any, num_classes: int, feature_dim: int, test_accuracy: float,
-               test_images_u8: np.ndarray, meta: dict, eval_batch: int = 1000):
+               test_images_u8: np.ndarray, meta: dict, eval_batch: int = 1000, *,
+               name: str = "convnet",
+               apply: Callable[[Any, Array], tuple[Array, Array]] | None = None,
+               test_labels: np.ndarray | None = None,
+               reference_images_u8: np.ndarray | None = None):
     self.params = params
-    self.model = Classifier(num_classes=num_classes, feature_dim=feature_dim)
+    self.name = name
     self.num_classes = num_classes
-    self.test_accuracy = test_accuracy
+    self.feature_dim = feature_dim
     self.meta = meta
     self._batch = eval_batch
-    self._apply = jax.jit(lambda p, x: self._probs_features(p, x))
-    real = np.asarray(test_images_u8, np.float32) / 255.0
-    probs, features = self.outputs(real)
+    if apply is None:
+      self.model = Classifier(num_classes=num_classes, feature_dim=feature_dim)
+      apply = lambda p, x: self.model.apply({"params": p}, x)
+    self._apply = jax.jit(lambda p, x: self._probs_features(apply, p, x))
+    probs, features = self.outputs(np.asarray(test_images_u8, np.float32) / 255.0)
     self.real_mean, self.real_cov = gaussian_fit(features)
-    self.real_probs = probs
+    self.real_probs, self.real_features = probs, features
+    self.real_classifier_score = classifier_score(probs)
+    self.test_labels = None if test_labels is None else np.asarray(test_labels)
+    self.test_accuracy = test_accuracy
+    self.real_accuracy_per_label = None
+    if self.test_labels is not None:
+      self.test_accuracy = conditional_accuracy(probs, self.test_labels)
+      self.real_accuracy_per_label = accuracy_per_label(probs, self.test_labels, num_classes)
+    self.reference_features = None
+    if reference_images_u8 is not None:
+      self.reference_features = self.outputs(
+          np.asarray(reference_images_u8, np.float32) / 255.0)[1]
 
-  def _probs_features(self, params, x):
-    logits, features = self.model.apply({"params": params}, x)
+  @staticmethod
+  def _probs_features(apply, params, x):
+    logits, features = apply(params, x)
     return jax.nn.softmax(logits), features
 
   def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -272,49 +344,117 @@ class Evaluator:
       out["conditional_accuracy"] = conditional_accuracy(probs, labels)
     return out
 
+  def real_frechet_distance(self, n: int) -> float:
+    """Fréchet distance from the first min(n, available) reference (training-split) images'
+    features to the test images' fit: what n real images score (the distance grows as n
+    shrinks). NaN without reference images."""
+    if self.reference_features is None:
+      return float("nan")
+    mean, cov = gaussian_fit(self.reference_features[:max(int(n), 2)])
+    return frechet_distance(mean, cov, self.real_mean, self.real_cov)
 
-def load_or_train(dataset: images_lib.ImageDataset, name: str, cache_dir: str,
-                  settings: TrainSettings = TrainSettings(),
-                  log: Callable[[str], None] = lambda s: print(s, flush=True)) -> Evaluator:
-  """The evaluator of ``dataset``: cached parameters from ``<cache_dir>/<name>/`` when they were
-  trained on this very training split with these settings, else a freshly trained classifier
-  (saved there). Prints one line saying which, with the test accuracy."""
+  def real_accuracy_for(self, labels: np.ndarray) -> float:
+    """The judge's accuracy on real test images with the label mix of ``labels``: the mean over
+    i of its test accuracy on label labels[i] (NaN without test labels)."""
+    if self.real_accuracy_per_label is None:
+      return float("nan")
+    return float(np.mean(self.real_accuracy_per_label[np.asarray(labels, np.int64)]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """A judge as ``load_or_train_judge`` builds it: ``init(image_shape)`` -> variables,
+  ``train(images_u8, labels)`` -> variables, ``apply(variables, images [B, H, W, C] in [0, 1])``
+  -> (logits, features). ``settings`` (a dataclass) and ``format`` are the cache's identity;
+  ``label`` starts its log lines."""
+  name: str
+  label: str
+  format: int
+  settings: Any
+  feature_dim: int
+  init: Callable[[tuple], Any]
+  train: Callable[[np.ndarray, np.ndarray], Any]
+  apply: Callable[[Any, Array], tuple[Array, Array]]
+
+
+def convnet_recipe(num_classes: int, settings: TrainSettings = TrainSettings()) -> Recipe:
+  """The convnet judge (``Classifier`` trained by ``train_classifier``); its variables are the
+  plain parameter tree."""
+  model = Classifier(num_classes=num_classes, feature_dim=settings.feature_dim)
+  return Recipe(
+      name="convnet", label="evaluator", format=_FORMAT, settings=settings,
+      feature_dim=settings.feature_dim,
+      init=lambda shape: model.init(jax.random.key(0), jnp.zeros((1,) + tuple(shape)))["params"],
+      train=lambda x, y: train_classifier(x, y, num_classes, settings),
+      apply=lambda params, x: model.apply({"params": params}, x))
+
+
+def num_classes_of(dataset: images_lib.ImageDataset) -> int:
+  """The number of classes of a labelled data set (a UserError when it has no labels)."""
   from genrl_jax.run.errors import UserError  # pylint: disable=g-import-not-at-top
   if dataset.train_labels is None or dataset.test_labels is None:
     raise UserError(f"the evaluator needs class labels, and {dataset.source} has none; add the "
                     "*-labels-idx1-ubyte files beside the image files")
-  num_classes = int(max(dataset.train_labels.max(), dataset.test_labels.max())) + 1
-  directory = os.path.join(cache_dir, name)
-  expected = {"format": _FORMAT, "fingerprint": fingerprint(dataset.train_images,
-                                                            dataset.train_labels),
-              "settings": dataclasses.asdict(settings), "num_classes": num_classes,
+  return int(max(dataset.train_labels.max(), dataset.test_labels.max())) + 1
+
+
+def reference_images(dataset: images_lib.ImageDataset) -> np.ndarray:
+  """A fixed random subset of the training images, as many as there are test images (all of
+  them when there are fewer): the real images ``Evaluator.real_frechet_distance`` scores."""
+  n = min(len(dataset.train_images), len(dataset.test_images))
+  pick = np.sort(np.random.default_rng(0).permutation(len(dataset.train_images))[:n])
+  return dataset.train_images[pick]
+
+
+def load_or_train_judge(recipe: Recipe, dataset: images_lib.ImageDataset, name: str,
+                        directory: str,
+                        log: Callable[[str], None] = lambda s: print(s, flush=True)) -> Evaluator:
+  """The judge ``recipe`` of ``dataset`` (called ``name``): cached variables from ``directory``
+  when they were trained on this very training split with this recipe, else freshly trained ones
+  (saved there). Prints one line saying which, with the test accuracy; a damaged or foreign
+  cache is one more line (a warning) before it is retrained."""
+  num_classes = num_classes_of(dataset)
+  expected = {"format": recipe.format, "judge": recipe.name,
+              "fingerprint": fingerprint(dataset.train_images, dataset.train_labels),
+              "settings": dataclasses.asdict(recipe.settings), "num_classes": num_classes,
               "image_shape": list(dataset.image_shape)}
-  model = Classifier(num_classes=num_classes, feature_dim=settings.feature_dim)
-  template = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                               jnp.zeros((1,) + dataset.image_shape))["params"])
+  template = jax.eval_shape(lambda: recipe.init(dataset.image_shape))
   params = meta = None
   if os.path.exists(os.path.join(directory, META_FILE)):
     try:
       params, meta = _load(directory, template, expected)
     except (files.DamagedFile, ValueError) as e:
       reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-      log(f"warning: evaluator: the cache in {directory} is unusable ({reason}); retraining "
+      log(f"warning: {recipe.label}: the cache in {directory} is unusable ({reason}); retraining "
           "(the cache is rewritten)")
   if params is None:
-    params = train_classifier(dataset.train_images, dataset.train_labels, num_classes, settings)
+    params = recipe.train(dataset.train_images, dataset.train_labels)
     meta = dict(expected, source=dataset.source)
-  evaluator = Evaluator(params, num_classes, settings.feature_dim, 0.0, dataset.test_images, meta)
-  accuracy = conditional_accuracy(evaluator.real_probs, dataset.test_labels)
-  evaluator.test_accuracy = accuracy
+  evaluator = Evaluator(params, num_classes, recipe.feature_dim, 0.0, dataset.test_images, meta,
+                        name=recipe.name, apply=recipe.apply, test_labels=dataset.test_labels,
+                        reference_images_u8=reference_images(dataset))
+  accuracy = evaluator.test_accuracy
   if "test_accuracy" not in meta:
     meta["test_accuracy"] = accuracy
     try:
       _save(directory, params, meta)
     except OSError as e:
-      log(f"evaluator: cannot write the cache in {directory} ({e.strerror}); it is used unsaved")
-    log(f"evaluator: trained on {len(dataset.train_images)} training images of {name} "
+      log(f"{recipe.label}: cannot write the cache in {directory} ({e.strerror}); it is used "
+          "unsaved")
+    log(f"{recipe.label}: trained on {len(dataset.train_images)} training images of {name} "
         f"({dataset.source}); test accuracy {accuracy:.4f}; cached in {directory}")
   else:
-    log(f"evaluator: loaded from {directory}; test accuracy {accuracy:.4f} "
+    log(f"{recipe.label}: loaded from {directory}; test accuracy {accuracy:.4f} "
         f"(trained on {len(dataset.train_images)} training images of {name})")
   return evaluator
+
+
+def load_or_train(dataset: images_lib.ImageDataset, name: str, cache_dir: str,
+                  settings: TrainSettings = TrainSettings(),
+                  log: Callable[[str], None] = lambda s: print(s, flush=True)) -> Evaluator:
+  """The convnet judge of ``dataset``: cached parameters from ``<cache_dir>/<name>/`` when they
+  were trained on this very training split with these settings, else a freshly trained
+  classifier (saved there). Prints one line saying which, with the test accuracy. Both judges:
+  ``judges.load_judges``."""
+  return load_or_train_judge(convnet_recipe(num_classes_of(dataset), settings), dataset, name,
+                             os.path.join(cache_dir, name), log)
