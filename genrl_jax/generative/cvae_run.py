@@ -18,6 +18,7 @@ from genrl_jax import config as cfg
 from genrl_jax import run as runner
 from genrl_jax.data import images
 from genrl_jax.generative import evaluator as evaluator_lib
+from genrl_jax.generative import judges as judges_lib
 from genrl_jax.generative import vae
 from genrl_jax.generative import vae_figures
 from genrl_jax.generative import vae_run
@@ -52,24 +53,32 @@ def sample_labels(num_classes: int, per_label: int) -> np.ndarray:
   return np.repeat(np.arange(num_classes), per_label)
 
 
-def conditional_accuracy(state, model, config: CVAEConfig, judge: evaluator_lib.Evaluator,
-                         per_label: int) -> tuple[np.ndarray, np.ndarray]:
-  """([n_seeds] share of decoder means for label k that the evaluator classifies as k,
-  [n_seeds, K] the same share for each label k), ``per_label`` samples z ~ p(z|y) per label, each
-  seed its own params and figure key."""
+def conditional_accuracies(state, model, config: CVAEConfig, judges, per_label: int
+                           ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{judge name: ([n_seeds] share of decoder means for label k that the judge classifies as k,
+  [n_seeds, K] the same share for each label k)}: ``per_label`` samples z ~ p(z|y) per label,
+  drawn once per seed (its own params and figure key) and shown to every judge."""
   labels = jnp.asarray(sample_labels(config.num_classes, per_label))
   draw = jax.jit(lambda params, key: vae.conditional_samples(params, model, key, labels, config))
-  overall, by_label = [], []
+  out = {judge.name: ([], []) for judge in judges}
   n_seeds = jax.tree.leaves(state.params)[0].shape[0]
   for s in range(n_seeds):
     one = runner.unstack_seed(state, s)
     probs = np.asarray(draw(one.params, vae.figure_key(one)))
     images_01 = probs.reshape((-1,) + tuple(config.image_shape))
-    class_probs, _ = judge.outputs(images_01)
-    overall.append(evaluator_lib.conditional_accuracy(class_probs, np.asarray(labels)))
-    by_label.append(evaluator_lib.accuracy_per_label(class_probs, np.asarray(labels),
-                                                     config.num_classes))
-  return np.asarray(overall), np.asarray(by_label)
+    for judge in judges:
+      class_probs, _ = judge.outputs(images_01)
+      overall, by_label = out[judge.name]
+      overall.append(evaluator_lib.conditional_accuracy(class_probs, np.asarray(labels)))
+      by_label.append(evaluator_lib.accuracy_per_label(class_probs, np.asarray(labels),
+                                                       config.num_classes))
+  return {name: (np.asarray(o), np.asarray(b)) for name, (o, b) in out.items()}
+
+
+def conditional_accuracy(state, model, config: CVAEConfig, judge: evaluator_lib.Evaluator,
+                         per_label: int) -> tuple[np.ndarray, np.ndarray]:
+  """``conditional_accuracies`` by one judge."""
+  return conditional_accuracies(state, model, config, (judge,), per_label)[judge.name]
 
 
 def conditional_grid(path: str, state, model, config: CVAEConfig, per_row: int = 10) -> str:
@@ -88,14 +97,27 @@ def make_experiment(config: CVAEConfig, dataset: images.ImageDataset,
                     data_config: images.DataConfig, samples_per_label: int,
                     evaluator_dir: str) -> runner.Experiment:
   base = vae_run.make_experiment(config, dataset, data_config)
-  judge = evaluator_lib.load_or_train(dataset, data_config.dataset, evaluator_dir)
+  judges = judges_lib.load_judges(dataset, data_config.dataset, evaluator_dir)
+  judge = judges[0]
   model = vae.make_model(config)
+  labels = sample_labels(config.num_classes, samples_per_label)
 
   def summarize(result: runner.RunResult):
     metrics, extra = base.summarize(result)
-    overall, by_label = conditional_accuracy(result.state, model, config, judge,
-                                             samples_per_label)
-    metrics["conditional_accuracy"] = overall
+    by_judge = conditional_accuracies(result.state, model, config, judges, samples_per_label)
+    overall, by_label = by_judge[judge.name]
+    # Per judge (the first unsuffixed): the share of samples it calls their label, and that share
+    # over its own accuracy on real test images of the same labels (comparable across judges).
+    extra["judges"] = {}
+    for j in judges:
+      suffix = "" if j is judge else f"_{j.name}"
+      real = j.real_accuracy_for(labels)
+      metrics[f"conditional_accuracy{suffix}"] = by_judge[j.name][0]
+      metrics[f"conditional_accuracy_ratio{suffix}"] = by_judge[j.name][0] / real
+      extra["judges"][j.name] = {
+          "test_accuracy": j.test_accuracy, "real_conditional_accuracy": real,
+          "conditional_accuracy_per_label": [round(float(v), 6)
+                                             for v in by_judge[j.name][1].mean(0)]}
     real_by_label = evaluator_lib.accuracy_per_label(judge.real_probs, dataset.test_labels,
                                                      config.num_classes)
     extra.update(prior=config.prior, samples_per_label=samples_per_label,
@@ -140,11 +162,17 @@ def build(config: CVAEConfig, data_config: images.DataConfig, sampling: SampleCo
 def print_results(result: runner.RunResult) -> None:
   """The VAE's estimates, then the conditional accuracy (per sweep point) and per label."""
   vae_run.print_results(result)
-  for name, point in sweep.result_keys(result.results, "conditional_accuracy"):
-    s = result.results["metrics"][name]  # one line per sweep point, if any
-    print(f"  {'conditional accuracy' + point:24s} {s['mean']:.4f} ± "
-          f"{s['ci95_half_width']:.4f}   per seed: " + " ".join(f"{v:.4f}" for v in s["per_seed"]))
   extra = result.results["extra"]
+  for i, judge in enumerate(extra.get("judges") or {"": {}}):
+    suffix = f"_{judge}" if i else ""
+    for key, label in ((f"conditional_accuracy{suffix}", "conditional accuracy"),
+                       (f"conditional_accuracy_ratio{suffix}", "  / its accuracy on real")):
+      for name, point in sweep.result_keys(result.results, key):
+        if name not in result.results["metrics"]:
+          continue
+        s = result.results["metrics"][name]  # one line per sweep point, if any
+        print(f"  {label + point:24s} {s['mean']:.4f} ± {s['ci95_half_width']:.4f}   per seed: "
+              + " ".join(f"{v:.4f}" for v in s["per_seed"]) + (f"   ({judge})" if judge else ""))
   if "conditional_accuracy_per_label" in extra:
     print(f"  {'  per label (mean)':24s} " + " ".join(
         f"{k}:{v:.3f}" for k, v in enumerate(extra["conditional_accuracy_per_label"])))

@@ -28,6 +28,7 @@ from genrl_jax import run as runner
 from genrl_jax.data import images
 from genrl_jax.generative import evaluator as evaluator_lib
 from genrl_jax.generative import gan
+from genrl_jax.generative import judges as judges_lib
 from genrl_jax.generative.settings import JudgeConfig
 from genrl_jax.run import files
 from genrl_jax.run import plots
@@ -97,7 +98,9 @@ def read_grids(workdir: str, iterations, image_shape) -> list[tuple[int, np.ndar
   return grids
 
 
-SNAPSHOT_NUMBERS = ("classifier_score", "frechet_distance", "label_entropy", "conditional_entropy")
+SECOND = f"_{judges_lib.SECOND}"  # the second judge's numbers carry its name as a suffix
+SNAPSHOT_NUMBERS = ("classifier_score", "frechet_distance", "label_entropy", "conditional_entropy",
+                    "classifier_score" + SECOND, "frechet_distance" + SECOND)
 
 
 def snapshot_table(rows: dict, seeds, iterations) -> dict[str, dict[str, np.ndarray]]:
@@ -118,7 +121,8 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
   check(config)
   data = images.device_arrays(dataset, "none")
   train = gan.make_train(config)
-  judge = evaluator_lib.load_or_train(dataset, data_config.dataset, evaluator_dir)
+  judges = judges_lib.load_judges(dataset, data_config.dataset, evaluator_dir)
+  judge, second = judges
   noise = fixed_noise(config)
   iterations = gan.snapshot_iterations(config)
   snapshots = Every(on=tuple(i // config.iterations_per_chunk for i in iterations))
@@ -128,6 +132,7 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
                                                        len(dataset.train_images)), replace=False)
   real = judge.judge(dataset.train_images[pick].astype(np.float32) / 255.0)
   real_test_score = evaluator_lib.classifier_score(judge.real_probs)
+  real_second = second.judge(dataset.train_images[pick].astype(np.float32) / 255.0)
   print(f"evaluator on real images: classifier score {real['classifier_score']:.3f} "
         f"({len(pick)} training images), {real_test_score:.3f} (test images); Fréchet distance "
         f"training vs test images {real['frechet_distance']:.3f}", flush=True)
@@ -149,6 +154,8 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
     with open(os.path.join(end.workdir, SNAPSHOT_ROWS), "a") as f:
       for i, seed in enumerate(end.placement.seeds):
         scores = judge.judge(evals[i])
+        scores.update({k + SECOND: v for k, v in second.judge(evals[i]).items()
+                       if k in ("classifier_score", "frechet_distance")})
         f.write(json.dumps({"iteration": iteration, "seed": int(seed), **scores}) + "\n")
 
   def summarize(result: runner.RunResult):
@@ -162,6 +169,13 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
     if last is not None:
       metrics["classifier_score"] = table["classifier_score"][last]
       metrics["frechet_distance"] = table["frechet_distance"][last]
+      # The headline, comparable across judges: the score over real held-out images' score.
+      metrics["classifier_score_ratio"] = metrics["classifier_score"] / real_test_score
+      if last in table["classifier_score" + SECOND]:
+        metrics["classifier_score" + SECOND] = table["classifier_score" + SECOND][last]
+        metrics["frechet_distance" + SECOND] = table["frechet_distance" + SECOND][last]
+        metrics["classifier_score_ratio" + SECOND] = (metrics["classifier_score" + SECOND]
+                                                      / second.real_classifier_score)
     per_snapshot = {
         str(it): {key: {"per_seed": [float(v) for v in table[key][it]],
                         "mean": runner.stats.mean_ci(table[key][it])[0],
@@ -173,10 +187,14 @@ def make_experiment(config: gan.GANConfig, dataset: images.ImageDataset,
              "snapshots": per_snapshot,
              "real": {"classifier_score_train_images": real["classifier_score"],
                       "classifier_score_test_images": real_test_score,
+                      "classifier_score_train_images" + SECOND: real_second["classifier_score"],
+                      "classifier_score_test_images" + SECOND: second.real_classifier_score,
+                      "frechet_distance_train_vs_test" + SECOND: real_second["frechet_distance"],
                       "frechet_distance_train_vs_test": real["frechet_distance"],
                       "num_images": int(len(pick))},
              "eval_samples": config.eval_samples,
              "evaluator_test_accuracy": judge.test_accuracy,
+             "evaluator_test_accuracy" + SECOND: second.test_accuracy,
              "evaluator": f"convnet classifier trained on the {len(dataset.train_images)} "
                           f"training images only ({dataset.source})"}
     return metrics, extra
@@ -226,16 +244,27 @@ def build(config: gan.GANConfig, data_config: images.DataConfig,
 
 
 def print_results(result: runner.RunResult) -> None:
-  """The snapshot table: the evaluator's numbers per iteration, mean ± 95 % CI over seeds."""
-  print("iteration | classifier score | Fréchet distance | H(labels) | mean H(label | image)   "
-        "(mean ± 95% CI over seeds; score = exp(H(labels) - mean H(label | image)))")
+  """The snapshot table: both judges' numbers per iteration, mean ± 95 % CI over seeds; then
+  the final score over real held-out images' score, per judge."""
+  second = judges_lib.SECOND
+  print("iteration | classifier score | Fréchet distance | H(labels) | mean H(label | image) | "
+        f"classifier score ({second}) | Fréchet distance ({second})   (mean ± 95% CI over seeds; "
+        "score = exp(H(labels) - mean H(label | image)))")
   for it, row in result.results["extra"]["snapshots"].items():
     cells = [f"{row[key]['mean']:.3f} ± {row[key]['ci95_half_width']:.3f}" if key in row else "-"
              for key in SNAPSHOT_NUMBERS]
     print(f"{int(it):9d} | " + " | ".join(cells))
   real = result.results["extra"]["real"]
   print(f"     real | {real['classifier_score_train_images']:.3f} | "
-        f"{real['frechet_distance_train_vs_test']:.3f}")
+        f"{real['frechet_distance_train_vs_test']:.3f} | - | - | "
+        f"{real.get('classifier_score_train_images' + SECOND, float('nan')):.3f} | "
+        f"{real.get('frechet_distance_train_vs_test' + SECOND, float('nan')):.3f}")
+  metrics = result.results["metrics"]
+  for suffix, name in (("", "convnet"), (SECOND, second)):
+    if "classifier_score_ratio" + suffix in metrics:
+      s = metrics["classifier_score_ratio" + suffix]
+      print(f"classifier score / real test images' ({name}): {s['mean']:.3f} ± "
+            f"{s['ci95_half_width']:.3f}")
 
 
 SPEC = spec.Spec(name="gan", configs=(gan.GANConfig, images.DataConfig, JudgeConfig), build=build,
