@@ -70,8 +70,6 @@ def test_bnconv_scores_real_images_far_better_than_shuffled_and_noise(pair):
     assert got["frechet_distance"] > 10 * real["frechet_distance"], scores
     assert got["conditional_accuracy"] < 0.5 * real["conditional_accuracy"], scores
     assert got["conditional_accuracy_ratio"] < 0.5 * real["conditional_accuracy_ratio"], scores
-  # Shuffling keeps each image's pixel values; uniform noise does not: the noise is farther.
-  assert scores["noise"]["frechet_distance"] > scores["shuffled"]["frechet_distance"], scores
 
 
 def test_the_two_judges_share_no_parameters(pair):

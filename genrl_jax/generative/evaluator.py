@@ -76,13 +76,13 @@ class TrainSettings:
   """How the convnet is trained (part of the cache's identity): AdamW (``weight_decay``) with the
   learning rate decayed to 0 on a cosine over the run, dropout, and each training image shifted
   by a random whole number of pixels in [-shift, shift] along each axis (``random_shift``)."""
-  epochs: int = 15
+  epochs: int = 30
   batch_size: int = 128
   learning_rate: float = 1e-3
   seed: int = 0
   feature_dim: int = 128
   weight_decay: float = 1e-4
-  dropout: float = 0.25
+  dropout: float = 0.1
   shift: int = 1
 
 
@@ -260,7 +260,12 @@ def _load(directory: str, template: Any, expected: dict) -> tuple[Any, dict]:
   meta = files.read_json(os.path.join(directory, META_FILE), "the evaluator's settings")
   for key, value in expected.items():
     if meta.get(key) != value:
-      raise ValueError(f"it was trained with {key}={meta.get(key)!r}, not {value!r}")
+      got = meta.get(key)
+      if isinstance(got, dict) and isinstance(value, dict):  # name the settings that differ
+        differ = [k for k in sorted(set(got) | set(value)) if got.get(k) != value.get(k)]
+        raise ValueError("it was trained with " + ", ".join(
+            f"{key}.{k}={got.get(k)!r}, not {value.get(k)!r}" for k in differ))
+      raise ValueError(f"it was trained with {key}={got!r}, not {value!r}")
   flat = files.load_npz(os.path.join(directory, PARAMS_FILE), "the evaluator's parameters")
   params = {}
   for path, like in traverse_util.flatten_dict(template).items():
@@ -346,8 +351,8 @@ class Evaluator:
 
   def real_frechet_distance(self, n: int) -> float:
     """Fréchet distance from the first min(n, available) reference (training-split) images'
-    features to the test images' fit: what n real images score (the distance grows as n
-    shrinks). NaN without reference images."""
+    features to the test images' fit: what a generator of n copies of training images scores
+    (the distance grows as n shrinks). NaN without reference images."""
     if self.reference_features is None:
       return float("nan")
     mean, cov = gaussian_fit(self.reference_features[:max(int(n), 2)])
